@@ -1,0 +1,61 @@
+//! The URL tree. Each area registers its own resources in `configure`.
+//!
+//! ```text
+//! GET  /healthz                                   health      (no auth)
+//! POST /api/v1/ingest/instances                   ingest      (gateway token)
+//! GET  /login  POST /login  POST /logout          auth        (CSRF token)
+//! GET  /                                          pages       (session → else /login)
+//! GET  /studies/{study}                           pages       (session → else /login)
+//! GET  /studies/{study}/series/{series}/instances/{sop}/rendered.png?frame=N
+//!                                                 render      (session → else 401)
+//! GET  /static/{name}                             assets      (no auth)
+//! ```
+
+pub mod assets;
+pub mod auth;
+pub mod health;
+pub mod ingest;
+pub mod pages;
+pub mod render;
+
+use crate::error::ApiError;
+use actix_web::{web, HttpRequest};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(json_config())
+        .app_data(form_config())
+        .app_data(query_config())
+        .app_data(path_config())
+        .configure(health::configure)
+        .configure(ingest::configure)
+        .configure(auth::configure)
+        .configure(pages::configure)
+        .configure(render::configure)
+        .configure(assets::configure);
+}
+
+/// Fallback for unknown routes: 404 problem+json.
+pub async fn not_found(_req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(16 * 1024 * 1024)
+        .error_handler(|err, _| ApiError::BadRequest(format!("invalid JSON body: {err}")).into())
+}
+
+fn form_config() -> web::FormConfig {
+    web::FormConfig::default()
+        .limit(16 * 1024)
+        .error_handler(|err, _| ApiError::BadRequest(format!("invalid form: {err}")).into())
+}
+
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default()
+        .error_handler(|err, _| ApiError::BadRequest(format!("invalid query: {err}")).into())
+}
+
+fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into())
+}

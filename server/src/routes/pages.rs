@@ -1,0 +1,151 @@
+//! HTML pages: the worklist and the study page. Handlers turn index rows
+//! into the viewer's plain view models.
+
+use crate::error::ApiError;
+use crate::extract::{PageUser, UiLang};
+use crate::services::studies::{self, StudyDetail, WorklistEntry};
+use crate::state::AppState;
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use mado_core::StudyUid;
+use viewer::{
+    format_dicom_date, format_dicom_time, format_person_name, Chrome, ImageView, SeriesView,
+    StudyPage, StudyRow, Template, WorklistPage,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(worklist))
+        .route("/studies/{study}", web::get().to(study));
+}
+
+fn html(t: &impl Template) -> Result<HttpResponse, ApiError> {
+    let body = t
+        .render()
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering page")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body))
+}
+
+fn chrome(user: &PageUser) -> Chrome {
+    Chrome {
+        username: user.user.username.clone(),
+        csrf_token: user.user.csrf_token.clone(),
+    }
+}
+
+fn modalities(joined: &str) -> String {
+    joined
+        .split('\\')
+        .filter(|m| !m.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn worklist(
+    user: PageUser,
+    lang: UiLang,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = studies::worklist(&state.db)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("loading worklist")))?;
+    let studies = rows.into_iter().map(study_row).collect();
+    html(&WorklistPage {
+        lang: lang.0,
+        s: lang.0.strings(),
+        chrome: chrome(&user),
+        studies,
+    })
+}
+
+fn study_row(e: WorklistEntry) -> StudyRow {
+    let (patient_name, patient_id) = match &e.patient {
+        Some(p) => (format_person_name(&p.name), p.patient_id.clone()),
+        None => (String::new(), String::new()),
+    };
+    StudyRow {
+        href: format!("/studies/{}", e.study.study_uid),
+        patient_name,
+        patient_id,
+        study_date: format_dicom_date(&e.study.study_date),
+        modalities: modalities(&e.study.modalities_in_study),
+        description: e.study.description,
+        num_series: i64::from(e.study.num_series),
+        num_instances: i64::from(e.study.num_instances),
+    }
+}
+
+async fn study(
+    user: PageUser,
+    path: web::Path<String>,
+    lang: UiLang,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let study_uid = StudyUid::parse(&path).map_err(|_| ApiError::NotFound)?;
+    let detail = studies::study_detail(&state.db, &study_uid)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("loading study")))?
+        .ok_or(ApiError::NotFound)?;
+    html(&study_page(detail, lang.0, chrome(&user)))
+}
+
+fn study_page(d: StudyDetail, lang: viewer::Lang, chrome: Chrome) -> StudyPage {
+    let study_uid = d.study.study_uid.clone();
+    let series = d
+        .series
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let series_uid = s.series.series_uid.clone();
+            let images = s
+                .instances
+                .iter()
+                .enumerate()
+                .map(|(j, inst)| ImageView {
+                    src: format!(
+                        "/studies/{study_uid}/series/{series_uid}/instances/{}/rendered.png",
+                        inst.sop_instance_uid
+                    ),
+                    alt: inst
+                        .instance_number
+                        .map(|n| format!("#{n}"))
+                        .unwrap_or_else(|| format!("#{}", j + 1)),
+                    width: i64::from(inst.columns.unwrap_or(512).max(1)),
+                    height: i64::from(inst.rows.unwrap_or(512).max(1)),
+                    frames: i64::from(inst.number_of_frames),
+                })
+                .collect();
+            SeriesView {
+                anchor: format!("series-{}", i + 1),
+                number: s
+                    .series
+                    .series_number
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+                modality: s.series.modality,
+                description: s.series.description,
+                body_part: s.series.body_part,
+                images,
+            }
+        })
+        .collect();
+    let (patient_name, patient_id) = match &d.patient {
+        Some(p) => (format_person_name(&p.name), p.patient_id.clone()),
+        None => (String::new(), String::new()),
+    };
+    StudyPage {
+        lang,
+        s: lang.strings(),
+        chrome,
+        patient_name,
+        patient_id,
+        study_date: format_dicom_date(&d.study.study_date),
+        study_time: format_dicom_time(&d.study.study_time),
+        accession: d.study.accession,
+        description: d.study.description,
+        modalities: modalities(&d.study.modalities_in_study),
+        series,
+    }
+}

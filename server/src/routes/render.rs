@@ -1,0 +1,85 @@
+//! `GET /studies/{study}/series/{series}/instances/{sop}/rendered.png?frame=N`
+//! (`frame` is 0-based, default 0): one frame as an 8-bit PNG. Requires a
+//! session; unknown or mismatched UIDs are 404.
+
+use crate::error::ApiError;
+use crate::extract::ApiUser;
+use crate::services::render::{render_png, RenderError, RENDER_VERSION};
+use crate::services::{cpu, studies};
+use crate::state::AppState;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use mado_core::{SeriesUid, SopInstanceUid, StudyUid};
+use serde::Deserialize;
+
+const CACHE_CONTROL: &str = "private, max-age=86400";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/studies/{study}/series/{series}/instances/{sop}/rendered.png",
+        web::get().to(rendered),
+    );
+}
+
+#[derive(Deserialize)]
+struct FrameQuery {
+    frame: Option<u32>,
+}
+
+async fn rendered(
+    _user: ApiUser,
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    query: web::Query<FrameQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (study, series, sop) = path.into_inner();
+    let study = StudyUid::parse(&study).map_err(|_| ApiError::NotFound)?;
+    let series = SeriesUid::parse(&series).map_err(|_| ApiError::NotFound)?;
+    let sop = SopInstanceUid::parse(&sop).map_err(|_| ApiError::NotFound)?;
+    let frame = query.frame.unwrap_or(0);
+
+    let target = studies::render_target(&state.db, &study, &series, &sop)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("looking up instance")))?
+        .ok_or(ApiError::NotFound)?;
+    if i64::from(frame) >= i64::from(target.number_of_frames.max(1)) {
+        return Err(ApiError::NotFound);
+    }
+
+    let etag = format!(
+        "\"{}-f{frame}-r{RENDER_VERSION}\"",
+        target.sha256.get(..32).unwrap_or(&target.sha256)
+    );
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if not_modified {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::CACHE_CONTROL, CACHE_CONTROL))
+            .finish());
+    }
+
+    let bytes = state.store.get(&target.object_key).await.map_err(|e| {
+        ApiError::Unexpected(anyhow::Error::new(e).context("reading object from the store"))
+    })?;
+    let png = cpu::run(move || render_png(&bytes, frame))
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering")))?
+        .map_err(|e| match e {
+            RenderError::NoSuchFrame(_) => ApiError::NotFound,
+            RenderError::Unsupported(what) => {
+                tracing::info!(reason = %what, "cannot render instance");
+                ApiError::NotImplemented("this image cannot be rendered by the server")
+            }
+            other => ApiError::Unexpected(anyhow::Error::new(other).context("rendering")),
+        })?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/png")
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, CACHE_CONTROL))
+        .body(png))
+}
