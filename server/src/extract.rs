@@ -69,8 +69,8 @@ impl std::fmt::Debug for Session {
     }
 }
 
-async fn resolve(req: HttpRequest) -> Result<Option<Session>, ApiError> {
-    let state = state(&req)?;
+pub(crate) async fn resolve_session(req: &HttpRequest) -> Result<Option<Session>, ApiError> {
+    let state = state(req)?;
     let Some(cookie) = req.cookie(SESSION_COOKIE) else {
         return Ok(None);
     };
@@ -98,7 +98,7 @@ impl FromRequest for PageUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            resolve(req)
+            resolve_session(&req)
                 .await?
                 .map(PageUser)
                 .ok_or(ApiError::LoginRequired)
@@ -124,7 +124,7 @@ impl FromRequest for ApiUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            resolve(req)
+            resolve_session(&req)
                 .await?
                 .map(ApiUser)
                 .ok_or(ApiError::Unauthorized)

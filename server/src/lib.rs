@@ -11,6 +11,7 @@
 //! decoding, rendering and password hashing run on rayon
 //! (`services::cpu::run`).
 
+pub mod access;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -1,13 +1,13 @@
 //! HTML pages: the worklist and the study page. Handlers turn index rows
 //! into the viewer's plain view models.
 
+use crate::access::{visible_studies, Principal, StudyAccess, ViewMetadata};
 use crate::error::ApiError;
 use crate::extract::{PageUser, UiLang};
 use crate::services::studies::{self, StudyDetail, WorklistEntry};
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use mado_core::StudyUid;
 use viewer::{
     format_dicom_date, format_dicom_time, format_person_name, Chrome, ImageView, SeriesView,
     StudyPage, StudyRow, Template, WorklistPage,
@@ -48,9 +48,12 @@ async fn worklist(
     lang: UiLang,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let rows = studies::worklist(&state.db)
-        .await
-        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("loading worklist")))?;
+    let rows = studies::worklist(
+        &state.db,
+        visible_studies(&Principal::User(user.user.clone())),
+    )
+    .await
+    .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("loading worklist")))?;
     let studies = rows.into_iter().map(study_row).collect();
     html(&WorklistPage {
         lang: lang.0,
@@ -79,12 +82,11 @@ fn study_row(e: WorklistEntry) -> StudyRow {
 
 async fn study(
     user: PageUser,
-    path: web::Path<String>,
+    access: StudyAccess<ViewMetadata>,
     lang: UiLang,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let study_uid = StudyUid::parse(&path).map_err(|_| ApiError::NotFound)?;
-    let detail = studies::study_detail(&state.db, &study_uid)
+    let detail = studies::study_detail(&state.db, access.study())
         .await
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("loading study")))?
         .ok_or(ApiError::NotFound)?;

@@ -2,14 +2,14 @@
 //! (`frame` is 0-based, default 0): one frame as an 8-bit PNG. Requires a
 //! session; unknown or mismatched UIDs are 404.
 
+use crate::access::{StudyAccess, ViewPixels};
 use crate::error::ApiError;
-use crate::extract::ApiUser;
 use crate::services::render::{render_png, RenderError, RENDER_VERSION};
 use crate::services::{cpu, studies};
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use mado_core::{SeriesUid, SopInstanceUid, StudyUid};
+use mado_core::{SeriesUid, SopInstanceUid};
 use serde::Deserialize;
 
 const CACHE_CONTROL: &str = "private, max-age=86400";
@@ -27,19 +27,19 @@ struct FrameQuery {
 }
 
 async fn rendered(
-    _user: ApiUser,
+    access: StudyAccess<ViewPixels>,
     req: HttpRequest,
     path: web::Path<(String, String, String)>,
     query: web::Query<FrameQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (study, series, sop) = path.into_inner();
-    let study = StudyUid::parse(&study).map_err(|_| ApiError::NotFound)?;
+    let (_, series, sop) = path.into_inner();
+    let study = access.study();
     let series = SeriesUid::parse(&series).map_err(|_| ApiError::NotFound)?;
     let sop = SopInstanceUid::parse(&sop).map_err(|_| ApiError::NotFound)?;
     let frame = query.frame.unwrap_or(0);
 
-    let target = studies::render_target(&state.db, &study, &series, &sop)
+    let target = studies::render_target(&state.db, study, &series, &sop)
         .await
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("looking up instance")))?
         .ok_or(ApiError::NotFound)?;

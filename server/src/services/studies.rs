@@ -21,8 +21,14 @@ pub struct WorklistEntry {
     pub patient: Option<patients::Model>,
 }
 
-pub async fn worklist<C: ConnectionTrait>(db: &C) -> Result<Vec<WorklistEntry>, DbErr> {
+/// The worklist, restricted in SQL to `visible` (from
+/// [`crate::access::visible_studies`]).
+pub async fn worklist<C: ConnectionTrait>(
+    db: &C,
+    visible: sea_orm::Condition,
+) -> Result<Vec<WorklistEntry>, DbErr> {
     Ok(studies::Entity::find()
+        .filter(visible)
         .find_also_related(patients::Entity)
         .order_by_desc(studies::Column::StudyDate)
         .order_by_desc(studies::Column::StudyTime)
