@@ -23,7 +23,9 @@ impl LocalStore {
 }
 
 fn put_sync(path: &Path, data: &[u8]) -> Result<(), std::io::Error> {
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("key has no parent"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("key has no parent"))?;
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile_in(dir)?;
     tmp.1.write_all(data)?;
@@ -43,7 +45,10 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
         N.fetch_add(1, Ordering::Relaxed)
     );
     let p = dir.join(name);
-    let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&p)?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)?;
     Ok((p, f))
 }
 
@@ -95,7 +100,10 @@ impl ObjectStore for LocalStore {
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let path = self.path(key)?;
         match tokio::fs::metadata(&path).await {
-            Ok(m) => Ok(Some(ObjectInfo { size: m.len(), sha256: None })),
+            Ok(m) => Ok(Some(ObjectInfo {
+                size: m.len(),
+                sha256: None,
+            })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -138,10 +146,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStore::new(dir.path().to_path_buf()).unwrap();
         let data = Bytes::from_static(b"hello");
-        s.put("studies/1/a.dcm", data.clone(), &sha256_hex(&data)).await.unwrap();
+        s.put("studies/1/a.dcm", data.clone(), &sha256_hex(&data))
+            .await
+            .unwrap();
         assert_eq!(s.get("studies/1/a.dcm").await.unwrap(), data);
-        assert_eq!(s.list("studies/").await.unwrap(), vec!["studies/1/a.dcm".to_string()]);
-        assert!(matches!(s.put("../x", data.clone(), "00").await, Err(StoreError::BadKey)));
+        assert_eq!(
+            s.list("studies/").await.unwrap(),
+            vec!["studies/1/a.dcm".to_string()]
+        );
+        assert!(matches!(
+            s.put("../x", data.clone(), "00").await,
+            Err(StoreError::BadKey)
+        ));
         assert!(matches!(
             s.put("studies/2", data, "00").await,
             Err(StoreError::Integrity { .. })

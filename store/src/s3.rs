@@ -24,7 +24,8 @@ impl S3Store {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(Region::new(cfg.region.clone()));
         if let (Some(ak), Some(sk)) = (&cfg.access_key_id, &cfg.secret_access_key) {
-            loader = loader.credentials_provider(Credentials::new(ak, sk, None, None, "mado-config"));
+            loader =
+                loader.credentials_provider(Credentials::new(ak, sk, None, None, "mado-config"));
         }
         let shared = loader.load().await;
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
@@ -52,13 +53,28 @@ impl S3Store {
     }
 
     async fn ensure_bucket(&self) -> Result<(), StoreError> {
-        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+        if self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
-        match self.client.create_bucket().bucket(&self.bucket).send().await {
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
-                let svc = e.as_service_error().map(|s| s.is_bucket_already_owned_by_you());
+                let svc = e
+                    .as_service_error()
+                    .map(|s| s.is_bucket_already_owned_by_you());
                 if svc == Some(true) {
                     Ok(())
                 } else {
@@ -150,7 +166,11 @@ impl ObjectStore for S3Store {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| backend(aws_sdk_s3::error::DisplayErrorContext(e)))?;
-            out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            out.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
         }
         Ok(out)
     }

@@ -1,0 +1,17 @@
+# mado-server image, built from the repository root:
+#   docker build -f infra/server.Dockerfile -t mado-server .
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p server --bin mado-server
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/mado-server /usr/local/bin/mado-server
+WORKDIR /var/lib/mado
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["mado-server"]
+CMD ["serve"]

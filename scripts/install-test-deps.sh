@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Install what Mado's end-to-end tests need, and only what is missing:
+#   dcmtk (storescu), chromium + Japanese fonts, Node.js + npm (playwright-core),
+#   Python 3 + venv (moto[server] in .tools/venv), PostgreSQL on 127.0.0.1:5432.
+# Idempotent: a second run installs nothing. Debian/Ubuntu, as root or via sudo.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export DEBIAN_FRONTEND=noninteractive
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO=(sudo); fi
+fi
+as_root() { "${SUDO[@]}" "$@"; }
+
+log() { printf '[install-test-deps] %s\n' "$*"; }
+have() { command -v "$1" >/dev/null 2>&1; }
+pkg_installed() {
+  local s
+  s="$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
+  [ "$s" = "install ok installed" ]
+}
+
+# dcmtk's storescu (pynetdicom ships a console script of the same name).
+# (Output captured first: `grep -q` closing the pipe early would make the
+# pipeline fail under pipefail.)
+have_dcmtk() {
+  local v=""
+  [ -x /usr/bin/storescu ] && v="$(/usr/bin/storescu --version 2>&1 || true)"
+  case "$v" in *dcmtk*) return 0 ;; esac
+  have storescu && v="$(storescu --version 2>&1 || true)"
+  case "$v" in *dcmtk*) return 0 ;; *) return 1 ;; esac
+}
+
+pg_answers() {
+  if have pg_isready; then pg_isready -q -h 127.0.0.1 -p 5432 && return 0 || return 1; fi
+  (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
+}
+
+# ---------------------------------------------------------------- apt
+APT=()
+have_dcmtk || APT+=(dcmtk)
+{ [ -x /usr/bin/chromium ] || have chromium; } || APT+=(chromium)
+pkg_installed fonts-ipafont-gothic || APT+=(fonts-ipafont-gothic)
+have python3 || APT+=(python3)
+have node || APT+=(nodejs)
+have npm || APT+=(npm)
+FRESH_PG=0
+if ! pg_answers && ! have pg_ctlcluster; then APT+=(postgresql); FRESH_PG=1; fi
+# venv/pip are only needed when moto_server has to be installed
+if ! have moto_server && [ ! -x "$ROOT/.tools/venv/bin/moto_server" ]; then
+  { have python3 && python3 -c 'import venv, ensurepip' >/dev/null 2>&1; } || APT+=(python3-venv)
+  { have python3 && python3 -m pip --version >/dev/null 2>&1; } || APT+=(python3-pip)
+fi
+
+if [ "${#APT[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
+    log "missing: ${APT[*]} — run as root or install sudo" >&2
+    exit 1
+  fi
+  log "apt-get install ${APT[*]}"
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${APT[@]}"
+else
+  log "system packages: nothing to install"
+fi
+
+# ---------------------------------------------------------------- moto
+if have moto_server; then
+  log "moto_server: $(command -v moto_server)"
+elif [ -x "$ROOT/.tools/venv/bin/moto_server" ]; then
+  log "moto_server: $ROOT/.tools/venv/bin/moto_server"
+else
+  log "installing moto[server] into .tools/venv"
+  python3 -m venv "$ROOT/.tools/venv"
+  "$ROOT/.tools/venv/bin/pip" install -q --upgrade pip
+  "$ROOT/.tools/venv/bin/pip" install -q 'moto[server]'
+fi
+
+# ---------------------------------------------------------------- playwright-core
+if [ -d "$ROOT/tests/browser/node_modules/playwright-core" ]; then
+  log "playwright-core: present"
+else
+  log "npm install in tests/browser (playwright-core; the browser is /usr/bin/chromium)"
+  export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+  ( cd "$ROOT/tests/browser" && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; } )
+fi
+
+# ---------------------------------------------------------------- PostgreSQL
+if pg_answers; then
+  log "PostgreSQL: answering on 127.0.0.1:5432"
+else
+  VERSION="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1 || true)"
+  if [ -z "$VERSION" ]; then
+    log "PostgreSQL is installed but has no cluster in /etc/postgresql" >&2
+    exit 1
+  fi
+  HBA="/etc/postgresql/$VERSION/main/pg_hba.conf"
+  if [ "$FRESH_PG" = 1 ] && ! as_root grep -q '^host all postgres 127.0.0.1/32 trust' "$HBA"; then
+    # Test machines only: trust local TCP connections for user postgres.
+    log "allowing trust auth for postgres on 127.0.0.1 ($HBA)"
+    as_root sed -i '1i host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust' "$HBA"
+  fi
+  log "starting PostgreSQL $VERSION"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$VERSION" main start || true
+  for _ in $(seq 1 60); do pg_answers && break; sleep 0.5; done
+  if ! pg_answers; then
+    log "PostgreSQL does not answer on 127.0.0.1:5432" >&2
+    exit 1
+  fi
+fi
+
+log "done"

@@ -1,0 +1,10 @@
+//! End-to-end scenarios (one test binary). Each test starts its own
+//! processes on free ports and its own database and bucket, so tests run in
+//! parallel. Missing peers fail the test, they are never skipped.
+
+mod bad_input;
+mod common;
+mod harness;
+mod infra;
+mod local_postgres;
+mod s3_sqlite;
