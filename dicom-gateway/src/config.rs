@@ -1,0 +1,337 @@
+//! Gateway configuration: embedded defaults (`config/defaults.toml`), then
+//! `--config FILE`, then `MADO_GATEWAY__SECTION__KEY` environment variables.
+
+use mado_core::config::ConfigError;
+use mado_store::{StoreConfig, StoreKind};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The embedded defaults.
+pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
+/// Prefix of the environment variables overriding the configuration.
+pub const ENV_PREFIX: &str = "MADO_GATEWAY__";
+
+/// Shortest remapped-UID suffix we accept (decimal digits of the HMAC).
+const MIN_UID_SUFFIX_DIGITS: usize = 20;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub dicom: DicomConfig,
+    pub spool: SpoolConfig,
+    /// Object store receiving the de-identified instances.
+    pub storage: StoreConfig,
+    pub server: ServerConfig,
+    pub deid: DeidConfig,
+    pub upload: UploadConfig,
+}
+
+/// `[dicom]`: the DIMSE SCP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomConfig {
+    /// Listen address, `HOST:PORT`; port 0 picks a free port.
+    pub bind: String,
+    /// Our AE title (1-16 characters, no backslash or control characters).
+    #[serde(deserialize_with = "lenient_string")]
+    pub ae_title: String,
+    /// Reject associations whose Called AE Title is not `ae_title`.
+    #[serde(default)]
+    pub check_called_ae_title: bool,
+    /// Largest PDU we accept, in bytes (4096 ..= 16 MiB).
+    pub max_pdu: u32,
+    /// Concurrent associations.
+    pub max_associations: usize,
+    /// Abort an association after this many seconds without a PDU.
+    pub idle_timeout_secs: u64,
+}
+
+/// `[spool]`: the durable on-premises spool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+}
+
+/// `[server]`: where instances are registered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Base URL of mado-server, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    /// Gateway bearer token. The default is a demo value; production must
+    /// override it (`MADO_GATEWAY__SERVER__TOKEN`).
+    #[serde(deserialize_with = "lenient_secret")]
+    pub token: SecretString,
+}
+
+/// `[deid]`: keyed pseudonymisation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeidConfig {
+    /// Site secret keying pseudonyms and UID remapping (HMAC-SHA256).
+    #[serde(deserialize_with = "lenient_secret")]
+    pub secret: SecretString,
+    /// Root of remapped UIDs (a valid UID of at most 43 characters). In the
+    /// environment, quote a root with a single dot so it is not read as a
+    /// number: `MADO_GATEWAY__DEID__UID_ROOT='"2.25"'`.
+    #[serde(deserialize_with = "lenient_string")]
+    pub uid_root: String,
+}
+
+/// `[upload]`: the background upload worker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadConfig {
+    /// Run the upload worker (off: instances stay in spool/pending/).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Instances processed in parallel.
+    pub concurrency: usize,
+    /// First retry delay in milliseconds.
+    pub retry_base_ms: u64,
+    /// Largest retry delay in milliseconds.
+    pub retry_max_ms: u64,
+    /// Periodic rescan of spool/pending/, in seconds.
+    pub rescan_secs: u64,
+    /// Timeout of one registration request, in seconds.
+    pub http_timeout_secs: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Environment values are parsed as TOML-like values, so `1234` arrives as
+/// an integer: accept integers for string fields. A float is refused with a
+/// hint, as its text may have changed (`2.250` → `2.25`).
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string (quote it in the environment, e.g. VAR='\"2.25\"')")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    d.deserialize_any(V)
+}
+
+fn lenient_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+    lenient_string(d).map(SecretString::from)
+}
+
+impl DicomConfig {
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+}
+
+impl UploadConfig {
+    pub fn retry_base(&self) -> Duration {
+        Duration::from_millis(self.retry_base_ms)
+    }
+    pub fn retry_max(&self) -> Duration {
+        Duration::from_millis(self.retry_max_ms)
+    }
+}
+
+impl GatewayConfig {
+    /// Load and validate the layered configuration.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let cfg: GatewayConfig = mado_core::config::load(DEFAULTS, file, ENV_PREFIX)?;
+        // the defaults are valid, so a bad value comes from the file or the environment
+        let source = match file {
+            Some(p) => format!("config file {}", p.display()),
+            None => format!("environment ({ENV_PREFIX}*)"),
+        };
+        cfg.validate()
+            .map_err(|e| ConfigError(format!("{source}: {}", e.0)))?;
+        Ok(cfg)
+    }
+
+    /// Checks serde cannot express. Errors are one line naming the field
+    /// (`field `x`: expected ...`); [`GatewayConfig::load`] prefixes the source.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, what: &str| Err(ConfigError(format!("field `{field}`: {what}")));
+        let ae = &self.dicom.ae_title;
+        if ae.trim().is_empty()
+            || ae.len() > 16
+            || !ae.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+        {
+            return bad(
+                "dicom.ae_title",
+                "expected 1-16 printable ASCII characters without backslash",
+            );
+        }
+        if !(4096..=16 * 1024 * 1024).contains(&self.dicom.max_pdu) {
+            return bad("dicom.max_pdu", "expected a value from 4096 to 16777216");
+        }
+        if self.dicom.max_associations == 0 {
+            return bad("dicom.max_associations", "expected at least 1");
+        }
+        if self.dicom.idle_timeout_secs == 0 {
+            return bad("dicom.idle_timeout_secs", "expected at least 1");
+        }
+        match self.storage.kind {
+            StoreKind::Local
+                if self
+                    .storage
+                    .path
+                    .as_deref()
+                    .is_none_or(|p| p.as_os_str().is_empty()) =>
+            {
+                return bad("storage.path", "required when storage.kind = \"local\"");
+            }
+            StoreKind::S3 if self.storage.bucket.as_deref().is_none_or(str::is_empty) => {
+                return bad("storage.bucket", "required when storage.kind = \"s3\"");
+            }
+            _ => {}
+        }
+        if self.spool.dir.as_os_str().is_empty() {
+            return bad("spool.dir", "expected a directory path");
+        }
+        match reqwest::Url::parse(&self.server.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => return bad("server.url", "expected an http:// or https:// URL"),
+        }
+        if self.server.token.expose_secret().trim().is_empty() {
+            return bad("server.token", "expected a non-empty token");
+        }
+        if self.deid.secret.expose_secret().len() < 8 {
+            return bad("deid.secret", "expected at least 8 characters");
+        }
+        if mado_core::Uid::parse(&self.deid.uid_root).is_err()
+            || self.deid.uid_root.len() + 1 + MIN_UID_SUFFIX_DIGITS > 64
+        {
+            return bad(
+                "deid.uid_root",
+                "expected a valid UID root of at most 43 characters (e.g. \"2.25\")",
+            );
+        }
+        if self.upload.concurrency == 0 || self.upload.concurrency > 256 {
+            return bad("upload.concurrency", "expected a value from 1 to 256");
+        }
+        if self.upload.retry_base_ms == 0 || self.upload.retry_max_ms < self.upload.retry_base_ms {
+            return bad(
+                "upload.retry_max_ms",
+                "expected retry_base_ms >= 1 and retry_max_ms >= retry_base_ms",
+            );
+        }
+        if self.upload.rescan_secs == 0 {
+            return bad("upload.rescan_secs", "expected at least 1");
+        }
+        if self.upload.http_timeout_secs == 0 {
+            return bad("upload.http_timeout_secs", "expected at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let cfg: GatewayConfig =
+            mado_core::config::load(DEFAULTS, None, "MADO_GATEWAY_TEST_NONE__").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.dicom.ae_title, "MADO");
+        assert!(cfg.dicom.max_pdu >= 262_144);
+        assert_eq!(cfg.storage.kind, mado_store::StoreKind::Local);
+    }
+
+    #[test]
+    fn unknown_field_is_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("gw.toml");
+        std::fs::write(&f, "[dicom]\nbogus = 1\n").unwrap();
+        let err = mado_core::config::load::<GatewayConfig>(
+            DEFAULTS,
+            Some(&f),
+            "MADO_GATEWAY_TEST_NONE__",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn numeric_env_values_for_strings() {
+        let cfg: GatewayConfig =
+            mado_core::config::load(&format!("{DEFAULTS}\n"), None, "MADO_GATEWAY_TEST_NONE__")
+                .unwrap();
+        assert_eq!(cfg.deid.uid_root, "2.25");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("gw.toml");
+        std::fs::write(&f, "[dicom]\nae_title = 1234\n[server]\ntoken = 99\n").unwrap();
+        let cfg = mado_core::config::load::<GatewayConfig>(
+            DEFAULTS,
+            Some(&f),
+            "MADO_GATEWAY_TEST_NONE__",
+        )
+        .unwrap();
+        assert_eq!(cfg.dicom.ae_title, "1234");
+        assert_eq!(cfg.server.token.expose_secret(), "99");
+        std::fs::write(&f, "[deid]\nuid_root = 2.25\n").unwrap();
+        let err = mado_core::config::load::<GatewayConfig>(
+            DEFAULTS,
+            Some(&f),
+            "MADO_GATEWAY_TEST_NONE__",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("deid.uid_root") && err.contains("quote"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn s3_without_bucket_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("gw.toml");
+        std::fs::write(&f, "[storage]\nkind = \"s3\"\n").unwrap();
+        let cfg: GatewayConfig =
+            mado_core::config::load(DEFAULTS, Some(&f), "MADO_GATEWAY_TEST_NONE__").unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("storage.bucket"), "{err}");
+    }
+
+    #[test]
+    fn validation_error_names_file_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("bad-config.toml");
+        std::fs::write(&f, "[dicom]\nae_title = \"THIS-AE-TITLE-IS-TOO-LONG\"\n").unwrap();
+        let err = GatewayConfig::load(Some(&f)).unwrap_err().to_string();
+        assert!(
+            err.contains("bad-config.toml") && err.contains("dicom.ae_title"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn bad_uid_root_rejected() {
+        let mut cfg: GatewayConfig =
+            mado_core::config::load(DEFAULTS, None, "MADO_GATEWAY_TEST_NONE__").unwrap();
+        cfg.deid.uid_root = "2.025".into();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("deid.uid_root"), "{err}");
+    }
+}

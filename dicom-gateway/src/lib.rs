@@ -1,0 +1,176 @@
+//! mado-gateway: the hospital-edge DICOM gateway.
+//!
+//! Stages with an on-disk hand-off, each recoverable after `kill -9` by
+//! rescanning the spool:
+//! **accept** ([`scp`]: C-ECHO, C-STORE) → **spool** ([`spool`]: write temp,
+//! fsync, rename, fsync dir, *then* C-STORE success) → **de-identify**
+//! ([`deid`]) or quarantine → **upload** + **register** ([`upload`]).
+
+pub mod config;
+pub mod deid;
+pub mod dimse;
+pub mod scp;
+pub mod sop_classes;
+pub mod spool;
+pub mod upload;
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use config::GatewayConfig;
+use secrecy::ExposeSecret;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot open spool directory {path}: {source}")]
+    Spool {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// A bound, not yet running gateway.
+pub struct Gateway {
+    cfg: GatewayConfig,
+    listener: TcpListener,
+    spool: spool::Spool,
+    local_addr: SocketAddr,
+}
+
+impl Gateway {
+    /// Open the spool and bind the DICOM listener.
+    pub async fn build(cfg: GatewayConfig) -> Result<Self, GatewayError> {
+        let dir = cfg.spool.dir.clone();
+        let spool = tokio::task::spawn_blocking(move || spool::Spool::open(&dir))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(|source| GatewayError::Spool {
+                path: cfg.spool.dir.display().to_string(),
+                source,
+            })?;
+        let listener =
+            TcpListener::bind(&cfg.dicom.bind)
+                .await
+                .map_err(|source| GatewayError::Bind {
+                    addr: cfg.dicom.bind.clone(),
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+            addr: cfg.dicom.bind.clone(),
+            source,
+        })?;
+        Ok(Self {
+            cfg,
+            listener,
+            spool,
+            local_addr,
+        })
+    }
+
+    /// The address the SCP is bound to (the real port when configured as 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serve until SIGINT/SIGTERM.
+    pub async fn run_until_stopped(self) -> Result<(), GatewayError> {
+        let Self {
+            cfg,
+            listener,
+            spool,
+            local_addr,
+        } = self;
+        if cfg.server.token.expose_secret() == "mado-demo-gateway-token" {
+            warn!(
+                "server.token is the demo default; set MADO_GATEWAY__SERVER__TOKEN in production"
+            );
+        }
+        let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+        let scp = Arc::new(scp::Scp::new(&cfg.dicom, spool.clone(), wake_tx));
+
+        let upload_task = if cfg.upload.enabled {
+            let params = deid::DeidParams::new(
+                cfg.deid.secret.expose_secret().as_bytes(),
+                &cfg.deid.uid_root,
+            );
+            let (storage, upload_cfg, server) =
+                (cfg.storage.clone(), cfg.upload.clone(), cfg.server.clone());
+            let spool = spool.clone();
+            // validate the HTTP client now, before serving
+            drop(reqwest::Client::builder().build()?);
+            Some(tokio::spawn(async move {
+                let store = upload::Uploader::open_store(&storage, &upload_cfg).await;
+                match upload::Uploader::new(spool, upload_cfg, server, params, store) {
+                    Ok(up) => Arc::new(up).run(wake_rx).await,
+                    Err(e) => tracing::error!(error = %e, "cannot start the upload worker"),
+                }
+            }))
+        } else {
+            warn!(
+                "upload worker disabled (upload.enabled = false): instances stay in spool/pending"
+            );
+            drop(wake_rx);
+            None
+        };
+
+        info!(
+            dicom = %local_addr,
+            ae_title = %cfg.dicom.ae_title,
+            spool = %spool.root().display(),
+            max_pdu = cfg.dicom.max_pdu,
+            "mado-gateway running"
+        );
+        let shutdown = async {
+            shutdown_signal().await;
+            info!("shutdown requested; no new associations accepted");
+        };
+        scp.serve(
+            listener,
+            cfg.dicom.max_associations,
+            shutdown,
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+        // Uploads in flight are safe to cut: the spool file stays pending
+        // and the next start resumes it (keys and bytes are deterministic).
+        if let Some(t) = upload_task {
+            t.abort();
+        }
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
