@@ -12,6 +12,7 @@ mod m20250601_000003_create_series;
 mod m20250601_000004_create_instances;
 mod m20250601_000005_create_users;
 mod m20250601_000006_create_sessions;
+mod m20251120_000001_orgs_grants_audit;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250601_000004_create_instances::Migration),
             Box::new(m20250601_000005_create_users::Migration),
             Box::new(m20250601_000006_create_sessions::Migration),
+            Box::new(m20251120_000001_orgs_grants_audit::Migration),
         ]
     }
 }

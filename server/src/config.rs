@@ -22,6 +22,131 @@ pub struct Settings {
     pub storage: StoreConfig,
     pub ingest: IngestSettings,
     pub session: SessionSettings,
+    #[serde(default)]
+    pub audit: AuditSettings,
+    #[serde(default)]
+    pub security: SecuritySettings,
+    #[serde(default)]
+    pub ohif: OhifSettings,
+    /// OpenID Connect sign-in; off when absent.
+    #[serde(default)]
+    pub oidc: Option<OidcSettings>,
+}
+
+/// `[oidc]`: sign-in through an OpenID Provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    pub issuer_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// `https://mado.example.org/auth/oidc/callback`
+    pub redirect_url: String,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// ID token claim naming the Mado role (optional).
+    #[serde(default)]
+    pub role_claim: Option<String>,
+    /// Role of users created on first sign-in when the claim is absent.
+    #[serde(default = "default_oidc_role")]
+    pub default_role: String,
+    /// Organisation of users created on first sign-in (and of API clients).
+    #[serde(default = "default_oidc_org")]
+    pub org: String,
+    /// Accept `Authorization: Bearer` JWT access tokens from the provider
+    /// with this audience (API clients); off when unset.
+    #[serde(default)]
+    pub api_audience: Option<String>,
+    /// Scope an API access token must carry.
+    #[serde(default = "default_api_scope")]
+    pub api_scope: String,
+    /// Role of API clients (in `org`).
+    #[serde(default = "default_oidc_role")]
+    pub api_role: String,
+}
+
+fn default_api_scope() -> String {
+    "mado.read".into()
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into()]
+}
+
+fn default_oidc_role() -> String {
+    "referring".into()
+}
+
+fn default_oidc_org() -> String {
+    "default".into()
+}
+
+/// The bundled OHIF viewer (served at `/ohif/`, see `scripts/fetch-ohif.sh`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OhifSettings {
+    /// Directory of a built OHIF `dist/` prepared for the `/ohif/` base;
+    /// unset = no OHIF.
+    #[serde(default)]
+    pub dist_dir: Option<std::path::PathBuf>,
+}
+
+/// The tamper-evident audit trail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// HMAC-SHA256 key signing the chain checkpoints (at least 16 characters).
+    pub key: Secret,
+    /// Write a signed checkpoint of the chain head every this many events.
+    pub checkpoint_every: u32,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            key: Secret::new("mado-demo-audit-key-change-me"),
+            checkpoint_every: 100,
+        }
+    }
+}
+
+/// Account and link hardening.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Failed sign-ins after which an account is locked (with exponential backoff).
+    pub lockout_threshold: u32,
+    /// Lock duration after the threshold, doubled on each further failure.
+    pub lockout_base_seconds: u32,
+    /// Wrong passcodes after which a share link is locked.
+    pub share_passcode_attempts: u32,
+    /// Longest lifetime of a share link.
+    pub share_max_days: u32,
+    /// Roles that must use a second factor (TOTP); a user of such a role
+    /// without one is sent to enrolment after signing in.
+    #[serde(default)]
+    pub mfa_roles: Vec<String>,
+    /// Requests per minute per client address on sign-in, second-factor
+    /// and passcode endpoints.
+    #[serde(default = "default_rate")]
+    pub auth_rate_per_minute: u32,
+}
+
+fn default_rate() -> u32 {
+    30
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            lockout_threshold: 5,
+            lockout_base_seconds: 30,
+            share_passcode_attempts: 5,
+            share_max_days: 30,
+            mfa_roles: Vec::new(),
+            auth_rate_per_minute: default_rate(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,8 +196,21 @@ impl fmt::Debug for DatabaseUrl {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestSettings {
-    /// Bearer tokens accepted from gateways.
+    /// Bearer tokens accepted from gateways of the `default` organisation.
     pub gateway_tokens: Vec<Secret>,
+    /// Named gateways, each bound to one organisation.
+    #[serde(default)]
+    pub gateways: Vec<GatewaySettings>,
+}
+
+/// `[[ingest.gateways]]`: a gateway's machine identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    pub name: String,
+    /// Organisation name; studies it uploads belong to it.
+    pub org: String,
+    pub token: Secret,
 }
 
 /// A secret string from the config; never printed by `Debug`.
@@ -135,10 +273,26 @@ impl Settings {
             .ingest
             .gateway_tokens
             .iter()
+            .chain(self.ingest.gateways.iter().map(|g| &g.token))
             .any(|t| t.expose().len() < 16)
         {
             return Err(ConfigError(
                 "field `ingest.gateway_tokens`: every token must be at least 16 characters".into(),
+            ));
+        }
+        if self.audit.key.expose().len() < 16 {
+            return Err(ConfigError(
+                "field `audit.key`: expected at least 16 characters".into(),
+            ));
+        }
+        if self
+            .ingest
+            .gateways
+            .iter()
+            .any(|g| g.org.trim().is_empty() || g.org.len() > 128 || g.name.len() > 128)
+        {
+            return Err(ConfigError(
+                "field `ingest.gateways`: name and org must be 1 to 128 characters".into(),
             ));
         }
         if self.session.idle_minutes == 0 || self.session.absolute_hours == 0 {

@@ -18,9 +18,10 @@ fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
         .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("application state missing")))
 }
 
-/// The request carried a valid `Authorization: Bearer <gateway token>`.
+/// The request carried a valid `Authorization: Bearer <gateway token>`;
+/// the gateway's identity (name, organisation).
 #[derive(Debug)]
-pub struct GatewayAuth;
+pub struct GatewayAuth(pub crate::state::GatewayIdentity);
 
 impl FromRequest for GatewayAuth {
     type Error = ApiError;
@@ -39,11 +40,10 @@ impl FromRequest for GatewayAuth {
                     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
                 })
                 .ok_or(ApiError::Unauthorized)?;
-            if state.gateway_token_ok(token) {
-                Ok(GatewayAuth)
-            } else {
-                Err(ApiError::Unauthorized)
-            }
+            state
+                .gateway(token)
+                .map(GatewayAuth)
+                .ok_or(ApiError::Unauthorized)
         })())
     }
 }

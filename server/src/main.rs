@@ -34,6 +34,38 @@ enum Command {
         #[arg(long)]
         username: String,
     },
+    /// The audit trail: verify the hash chain, export events.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain and the signed checkpoints; exit 1 naming the
+    /// first edited, deleted or reordered row.
+    Verify,
+    /// Sign the current chain head now.
+    Checkpoint,
+    /// Print events as DICOM audit messages (PS3.15 A.5 XML) or a FHIR R4
+    /// AuditEvent bundle (JSON).
+    Export {
+        #[arg(long, value_parser = ["dicom", "fhir"])]
+        format: String,
+        /// RFC 3339 start (inclusive).
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// RFC 3339 end (exclusive).
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// User id or username.
+        #[arg(long)]
+        user: Option<String>,
+        /// Study Instance UID.
+        #[arg(long)]
+        study: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,8 +83,16 @@ fn main() -> ExitCode {
             Command::Serve => serve(settings).await,
             Command::Migrate => migrate(settings).await,
             Command::CreateAdmin { username } => create_admin(settings, &username).await,
+            Command::Audit { command } => audit(settings, command).await,
         }
     });
+    let result = match result {
+        Err(e) if e.is::<ChainBroken>() => {
+            eprintln!("mado-server: {e}");
+            return ExitCode::from(1);
+        }
+        other => other,
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -111,4 +151,75 @@ async fn create_admin(settings: Settings, username: &str) -> anyhow::Result<()> 
         Upserted::Updated => println!("updated admin user {username}"),
     }
     Ok(())
+}
+
+/// `audit verify` found a problem.
+#[derive(Debug)]
+struct ChainBroken(String);
+
+impl std::fmt::Display for ChainBroken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "audit chain broken: {}", self.0)
+    }
+}
+
+impl std::error::Error for ChainBroken {}
+
+async fn audit(settings: Settings, command: AuditCommand) -> anyhow::Result<()> {
+    use server::services::audit;
+    let conn = db::connect(&settings.database.url).await?;
+    db::migrate(&conn).await?;
+    let key = settings.audit.key.expose().as_bytes().to_vec();
+    match command {
+        AuditCommand::Verify => {
+            let report = audit::verify(&conn, &key).await?;
+            match report.problem {
+                Some(p) => Err(ChainBroken(p).into()),
+                None => {
+                    println!(
+                        "audit chain ok: {} events, {} checkpoints",
+                        report.rows, report.checkpoints
+                    );
+                    Ok(())
+                }
+            }
+        }
+        AuditCommand::Checkpoint => {
+            let log =
+                audit::AuditLog::new(settings.audit.key.expose(), settings.audit.checkpoint_every);
+            match log.checkpoint(&conn).await? {
+                Some(seq) => println!("checkpoint signed at seq={seq}"),
+                None => println!("audit trail is empty"),
+            }
+            Ok(())
+        }
+        AuditCommand::Export {
+            format,
+            from,
+            to,
+            user,
+            study,
+        } => {
+            let rows = audit::query(
+                &conn,
+                &audit::Filter {
+                    from,
+                    to,
+                    user,
+                    study,
+                    limit: None,
+                },
+            )
+            .await?;
+            let mut out = std::io::stdout().lock();
+            if format == "fhir" {
+                serde_json::to_writer_pretty(&mut out, &audit::export::fhir_bundle(&rows))?;
+                writeln!(out)?;
+            } else {
+                out.write_all(audit::export::dicom_xml(&rows).as_bytes())?;
+            }
+            out.flush()?;
+            Ok(())
+        }
+    }
 }

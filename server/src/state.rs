@@ -1,6 +1,7 @@
 //! Shared application state handed to every handler.
 
-use crate::config::{SessionSettings, Settings};
+use crate::config::{SecuritySettings, SessionSettings, Settings};
+use crate::services::audit::AuditLog;
 use mado_store::DynStore;
 use sea_orm::DatabaseConnection;
 use sha2::{Digest, Sha256};
@@ -10,10 +11,32 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub store: DynStore,
     pub session: SessionSettings,
+    pub security: SecuritySettings,
+    /// The audit trail writer (serialises the hash chain).
+    pub audit: AuditLog,
+    /// Rate limit of sign-in, second-factor and passcode requests.
+    pub auth_limiter: crate::services::ratelimit::RateLimiter,
+    /// Key of the signed "password verified, second factor due" cookie.
+    pub mfa_key: Vec<u8>,
+    /// OpenID Connect sign-in, when configured.
+    pub oidc: Option<crate::services::oidc::Oidc>,
+    /// Built OHIF viewer served at `/ohif/` (`[ohif] dist_dir`).
+    pub ohif_dist: Option<std::path::PathBuf>,
     /// SHA-256 of each accepted gateway token (the tokens themselves are
-    /// not kept).
-    gateway_token_digests: Vec<[u8; 32]>,
+    /// not kept), with the gateway's identity.
+    gateway_token_digests: Vec<([u8; 32], GatewayIdentity)>,
 }
+
+/// A gateway's machine identity: its name and the organisation its
+/// uploads belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayIdentity {
+    pub name: String,
+    pub org: String,
+}
+
+/// Organisation of the tokens in `[ingest] gateway_tokens`.
+pub const DEFAULT_ORG: &str = "default";
 
 impl AppState {
     pub fn new(settings: &Settings, db: DatabaseConnection, store: DynStore) -> Self {
@@ -21,12 +44,50 @@ impl AppState {
             .ingest
             .gateway_tokens
             .iter()
-            .map(|t| Sha256::digest(t.expose().as_bytes()).into())
+            .map(|t| {
+                (
+                    Sha256::digest(t.expose().as_bytes()).into(),
+                    GatewayIdentity {
+                        name: "default".to_owned(),
+                        org: DEFAULT_ORG.to_owned(),
+                    },
+                )
+            })
+            .chain(settings.ingest.gateways.iter().map(|g| {
+                (
+                    Sha256::digest(g.token.expose().as_bytes()).into(),
+                    GatewayIdentity {
+                        name: g.name.clone(),
+                        org: g.org.trim().to_owned(),
+                    },
+                )
+            }))
             .collect();
         Self {
+            ohif_dist: settings.ohif.dist_dir.clone(),
             db,
             store,
             session: settings.session.clone(),
+            security: settings.security.clone(),
+            audit: AuditLog::new(settings.audit.key.expose(), settings.audit.checkpoint_every),
+            auth_limiter: crate::services::ratelimit::RateLimiter::new(
+                settings.security.auth_rate_per_minute,
+            ),
+            oidc: settings.oidc.clone().and_then(|o| {
+                crate::services::oidc::Oidc::new(o)
+                    .map_err(|e| tracing::error!(error = %e, "OIDC sign-in disabled"))
+                    .ok()
+            }),
+            mfa_key: {
+                use hmac::{Hmac, Mac};
+                match Hmac::<Sha256>::new_from_slice(settings.audit.key.expose().as_bytes()) {
+                    Ok(mut m) => {
+                        m.update(b"mado-mfa-key-v1");
+                        m.finalize().into_bytes().to_vec()
+                    }
+                    Err(_) => Vec::new(),
+                }
+            },
             gateway_token_digests,
         }
     }
@@ -35,9 +96,19 @@ impl AppState {
     /// sides are hashed first and compared in constant time, so neither the
     /// length nor the content of a token leaks through timing.
     pub fn gateway_token_ok(&self, presented: &str) -> bool {
+        self.gateway(presented).is_some()
+    }
+
+    /// The gateway whose token is `presented` (every configured token is
+    /// compared, in constant time).
+    pub fn gateway(&self, presented: &str) -> Option<GatewayIdentity> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        self.gateway_token_digests
-            .iter()
-            .fold(false, |ok, d| ok | bool::from(d.ct_eq(&digest)))
+        let mut found = None;
+        for (d, id) in &self.gateway_token_digests {
+            if bool::from(d.ct_eq(&digest)) && found.is_none() {
+                found = Some(id.clone());
+            }
+        }
+        found
     }
 }

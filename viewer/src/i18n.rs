@@ -79,6 +79,27 @@ pub struct Strings {
     pub accession_label: &'static str,
     pub viewer_hint: &'static str,
     pub close: &'static str,
+    // share links
+    pub share_title: &'static str,
+    pub share_passcode: &'static str,
+    pub share_open: &'static str,
+    pub share_passcode_wrong: &'static str,
+    pub share_locked: &'static str,
+    // audit
+    pub audit_title: &'static str,
+    pub audit_chain_ok: &'static str,
+    pub audit_chain_broken: &'static str,
+    // second factor
+    pub totp_title: &'static str,
+    pub totp_code: &'static str,
+    pub totp_verify: &'static str,
+    pub totp_failed: &'static str,
+    pub totp_enrol_title: &'static str,
+    pub totp_scan: &'static str,
+    pub totp_secret_label: &'static str,
+    pub totp_enrolled: &'static str,
+    pub totp_recovery_hint: &'static str,
+    pub too_many_requests: &'static str,
 }
 
 pub static EN: Strings = Strings {
@@ -111,6 +132,24 @@ pub static EN: Strings = Strings {
     accession_label: "Accession",
     viewer_hint: "Scroll or use the arrow keys to move through the series. Esc closes.",
     close: "Close",
+    share_title: "Shared study",
+    share_passcode: "Passcode",
+    share_open: "Open study",
+    share_passcode_wrong: "Wrong passcode.",
+    share_locked: "Too many wrong passcodes. Try again later.",
+    audit_title: "Audit trail",
+    audit_chain_ok: "Hash chain verified.",
+    audit_chain_broken: "Hash chain broken:",
+    totp_title: "Two-step verification",
+    totp_code: "Code from your authenticator app (or a recovery code)",
+    totp_verify: "Verify",
+    totp_failed: "Invalid code.",
+    totp_enrol_title: "Set up two-step verification",
+    totp_scan: "Scan this QR code with an authenticator app, then enter the 6-digit code it shows.",
+    totp_secret_label: "Or enter this key manually:",
+    totp_enrolled: "Two-step verification is on.",
+    totp_recovery_hint: "Recovery codes: each works once if you lose your device. They are shown only now.",
+    too_many_requests: "Too many attempts. Please wait a minute.",
 };
 
 pub static JA: Strings = Strings {
@@ -143,6 +182,24 @@ pub static JA: Strings = Strings {
     accession_label: "受付番号",
     viewer_hint: "スクロールまたは矢印キーで画像を切り替えます。Esc で閉じます。",
     close: "閉じる",
+    share_title: "共有された検査",
+    share_passcode: "パスコード",
+    share_open: "検査を開く",
+    share_passcode_wrong: "パスコードが正しくありません。",
+    share_locked: "誤ったパスコードが多すぎます。しばらくしてからお試しください。",
+    audit_title: "監査証跡",
+    audit_chain_ok: "ハッシュチェーンを検証しました。",
+    audit_chain_broken: "ハッシュチェーンが壊れています:",
+    totp_title: "2段階認証",
+    totp_code: "認証アプリのコード（またはリカバリーコード）",
+    totp_verify: "確認",
+    totp_failed: "コードが正しくありません。",
+    totp_enrol_title: "2段階認証の設定",
+    totp_scan: "認証アプリでこのQRコードを読み取り、表示された6桁のコードを入力してください。",
+    totp_secret_label: "または次のキーを手動で入力:",
+    totp_enrolled: "2段階認証は有効です。",
+    totp_recovery_hint: "リカバリーコード（各1回のみ使用可）。今だけ表示されます。",
+    too_many_requests: "試行回数が多すぎます。1分ほどお待ちください。",
 };
 
 #[cfg(test)]

@@ -10,7 +10,10 @@ pub mod i18n;
 pub mod pages;
 
 pub use i18n::{Lang, Strings};
-pub use pages::{Chrome, ImageView, LoginPage, SeriesView, StudyPage, StudyRow, WorklistPage};
+pub use pages::{
+    AuditPage, AuditRow, Chrome, ImageView, LoginPage, SeriesView, SharePasscodePage, StudyPage,
+    StudyRow, TotpEnrolPage, TotpLoginPage, WorklistPage,
+};
 
 /// Re-exported so the server can call `render()` without depending on askama.
 pub use askama::Template;

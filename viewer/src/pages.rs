@@ -166,3 +166,66 @@ mod tests {
         assert!(html.contains("/x/rendered.png?frame=0"));
     }
 }
+
+/// Passcode form of a share link.
+#[derive(Template)]
+#[template(path = "share_passcode.html")]
+pub struct SharePasscodePage {
+    pub lang: Lang,
+    pub s: &'static Strings,
+    /// Form action (`/s/{token}`).
+    pub action: String,
+    pub csrf_token: String,
+    pub error: Option<&'static str>,
+}
+
+/// One audit trail line.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub study: String,
+    pub outcome: String,
+    pub client: String,
+}
+
+/// The auditor's audit trail page.
+#[derive(Template)]
+#[template(path = "audit.html")]
+pub struct AuditPage {
+    pub lang: Lang,
+    pub s: &'static Strings,
+    pub chrome: Chrome,
+    /// `None` when the chain verified, else the first problem.
+    pub problem: Option<String>,
+    pub rows: Vec<AuditRow>,
+}
+
+/// Second sign-in step: the TOTP (or recovery) code.
+#[derive(Template)]
+#[template(path = "login_totp.html")]
+pub struct TotpLoginPage {
+    pub lang: Lang,
+    pub s: &'static Strings,
+    pub csrf_token: String,
+    pub error: Option<&'static str>,
+}
+
+/// TOTP enrolment: QR code and confirmation form, or the recovery codes
+/// once confirmed.
+#[derive(Template)]
+#[template(path = "totp_enrol.html")]
+pub struct TotpEnrolPage {
+    pub lang: Lang,
+    pub s: &'static Strings,
+    pub chrome: Chrome,
+    /// `data:image/png;base64,…`; empty once enrolled.
+    pub qr_data_url: String,
+    pub secret: String,
+    pub error: Option<&'static str>,
+    /// Shown once after confirmation.
+    pub recovery_codes: Vec<String>,
+    pub enrolled: bool,
+}

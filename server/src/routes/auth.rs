@@ -6,13 +6,15 @@
 
 use crate::error::ApiError;
 use crate::extract::{PageUser, UiLang};
+use crate::services::audit::{Event, Outcome};
 use crate::services::auth::{self, ct_eq, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
+use crate::services::totp::{self, MFA_COOKIE};
 use crate::state::AppState;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use viewer::{Lang, LoginPage, Template};
+use viewer::{Chrome, Lang, LoginPage, Template, TotpEnrolPage, TotpLoginPage};
 
 const MAX_USERNAME: usize = 128;
 const MAX_PASSWORD: usize = 1024;
@@ -23,7 +25,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(login_form))
             .route(web::post().to(login)),
     )
-    .route("/logout", web::post().to(logout));
+    .route("/login/totp", web::post().to(login_totp))
+    .route("/auth/oidc/login", web::get().to(oidc_login))
+    .route("/auth/oidc/callback", web::get().to(oidc_callback))
+    .service(
+        web::resource("/account/totp")
+            .route(web::get().to(totp_enrol_form))
+            .route(web::post().to(totp_enrol)),
+    )
+    .route("/logout", web::post().to(logout))
+    .route("/logout/everywhere", web::post().to(logout_everywhere));
 }
 
 /// Render the login page with status `status`, issuing the CSRF cookie.
@@ -101,6 +112,17 @@ async fn login(
     let s = lang.strings();
     let username: String = form.username.trim().chars().take(MAX_USERNAME).collect();
 
+    if !state.auth_limiter.allow(req.peer_addr().map(|a| a.ip())) {
+        return login_page(
+            &state,
+            lang,
+            StatusCode::TOO_MANY_REQUESTS,
+            auth::random_token(16),
+            username,
+            Some(s.too_many_requests),
+        );
+    }
+
     let csrf_ok = login_csrf_cookie(&req).is_some_and(|c| ct_eq(&c, &form.csrf));
     if !csrf_ok {
         tracing::info!("login rejected: CSRF token mismatch");
@@ -114,16 +136,58 @@ async fn login(
         );
     }
 
-    let token =
+    let result =
         if username.is_empty() || form.password.is_empty() || form.password.len() > MAX_PASSWORD {
-            None
+            auth::LoginResult::default()
         } else {
-            auth::login(&state.db, &state.session, &username, &form.password)
-                .await
-                .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing in")))?
+            auth::login_with(
+                &state.db,
+                &state.session,
+                &state.security,
+                &username,
+                &form.password,
+            )
+            .await
+            .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing in")))?
         };
-    let Some(token) = token else {
-        tracing::info!("login failed");
+    // The actor is the account when it exists; an unknown username is not
+    // recorded (it may be a mistyped password).
+    let actor = match result.user_id {
+        Some(id) => format!("{id}:{username}"),
+        None => String::new(),
+    };
+    let kind = if result.user_id.is_some() {
+        "user"
+    } else {
+        "anonymous"
+    };
+    let event = Event::new(kind, actor, "login")
+        .org(result.org_id)
+        .request(&req)
+        .outcome(if result.token.is_some() || result.mfa_pending {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        })
+        .detail(if result.locked {
+            "account locked"
+        } else if result.mfa_pending {
+            "password verified, second factor due"
+        } else {
+            ""
+        });
+    state
+        .audit
+        .record(&state.db, event)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
+    if result.mfa_pending {
+        if let Some(user_id) = result.user_id {
+            return totp_step(&state, lang, StatusCode::OK, None, Some(user_id));
+        }
+    }
+    let Some(token) = result.token else {
+        tracing::info!(locked = result.locked, "login failed");
         let csrf = auth::random_token(16);
         return login_page(
             &state,
@@ -135,6 +199,25 @@ async fn login(
         );
     };
 
+    let needs_enrolment = !result.has_totp
+        && result
+            .role
+            .as_ref()
+            .is_some_and(|r| state.security.mfa_roles.iter().any(|m| m == r));
+    Ok(signed_in(
+        &state,
+        token,
+        if needs_enrolment {
+            "/account/totp"
+        } else {
+            "/"
+        },
+    ))
+}
+
+/// The redirect that completes a sign-in: session cookie set, login
+/// cookies cleared.
+fn signed_in(state: &AppState, token: String, to: &str) -> HttpResponse {
     let session = Cookie::build(SESSION_COOKIE, token)
         .path("/")
         .http_only(true)
@@ -143,12 +226,254 @@ async fn login(
         .finish();
     let mut clear_csrf = Cookie::build(LOGIN_CSRF_COOKIE, "").path("/login").finish();
     clear_csrf.make_removal();
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/"))
+    let mut clear_mfa = Cookie::build(MFA_COOKIE, "").path("/login").finish();
+    clear_mfa.make_removal();
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .cookie(session)
         .cookie(clear_csrf)
-        .finish())
+        .cookie(clear_mfa)
+        .finish()
+}
+
+/// The second-step form; with `user_id`, a fresh signed MFA cookie.
+fn totp_step(
+    state: &AppState,
+    lang: Lang,
+    status: StatusCode,
+    error: Option<&'static str>,
+    user_id: Option<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let csrf = auth::random_token(16);
+    let html = TotpLoginPage {
+        lang,
+        s: lang.strings(),
+        csrf_token: csrf.clone(),
+        error,
+    }
+    .render()
+    .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering totp page")))?;
+    let mut res = HttpResponse::build(status);
+    res.content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .cookie(
+            Cookie::build(LOGIN_CSRF_COOKIE, csrf)
+                .path("/login")
+                .http_only(true)
+                .same_site(SameSite::Strict)
+                .secure(state.session.secure_cookie)
+                .max_age(CookieDuration::hours(2))
+                .finish(),
+        );
+    if let Some(user_id) = user_id {
+        res.cookie(
+            Cookie::build(MFA_COOKIE, totp::mfa_cookie_value(&state.mfa_key, user_id))
+                .path("/login")
+                .http_only(true)
+                .same_site(SameSite::Strict)
+                .secure(state.session.secure_cookie)
+                .max_age(CookieDuration::seconds(totp::MFA_WINDOW_SECS))
+                .finish(),
+        );
+    }
+    Ok(res.body(html))
+}
+
+#[derive(Deserialize)]
+struct TotpForm {
+    csrf: String,
+    code: String,
+}
+
+/// `POST /login/totp`: the second sign-in step.
+async fn login_totp(
+    req: HttpRequest,
+    form: web::Form<TotpForm>,
+    lang: UiLang,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::db::entities::users;
+    use sea_orm::EntityTrait;
+    let lang = lang.0;
+    let s = lang.strings();
+    if !state.auth_limiter.allow(req.peer_addr().map(|a| a.ip())) {
+        return totp_step(
+            &state,
+            lang,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(s.too_many_requests),
+            None,
+        );
+    }
+    let csrf_ok = login_csrf_cookie(&req).is_some_and(|c| ct_eq(&c, &form.csrf));
+    let user_id = req
+        .cookie(MFA_COOKIE)
+        .and_then(|c| totp::check_mfa_cookie(&state.mfa_key, c.value()));
+    let (Some(user_id), true) = (user_id, csrf_ok) else {
+        // No verified password (or expired): start over.
+        return Ok(redirect("/login"));
+    };
+    let user = users::Entity::find_by_id(user_id)
+        .one(&state.db)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("loading user")))?
+        .filter(|u| !u.disabled)
+        .ok_or(ApiError::Forbidden("unknown account"))?;
+    let locked = user.locked_until.is_some_and(|t| chrono::Utc::now() < t);
+    let ok = !locked
+        && totp::verify_second_factor(&state.db, &user, &form.code)
+            .await
+            .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("second factor")))?;
+    let actor = format!("{}:{}", user.id, user.username);
+    let audit_ev = Event::new("user", actor, "login")
+        .org(user.org_id)
+        .request(&req)
+        .outcome(if ok {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        })
+        .detail(if locked {
+            "account locked"
+        } else {
+            "second factor"
+        });
+    state
+        .audit
+        .record(&state.db, audit_ev)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
+    if !ok {
+        if !locked {
+            auth::record_failure(&state.db, &state.security, &user)
+                .await
+                .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing in")))?;
+        }
+        return totp_step(
+            &state,
+            lang,
+            StatusCode::UNAUTHORIZED,
+            Some(s.totp_failed),
+            Some(user.id),
+        );
+    }
+    auth::reset_failures(&state.db, user.id)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing in")))?;
+    let token = auth::create_session(&state.db, &state.session, user.id)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing in")))?;
+    Ok(signed_in(&state, token, "/"))
+}
+
+fn enrol_page(page: TotpEnrolPage) -> Result<HttpResponse, ApiError> {
+    let html = page
+        .render()
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering enrolment")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(html))
+}
+
+/// `GET /account/totp`: QR code of a fresh pending secret (or the status).
+async fn totp_enrol_form(
+    user: PageUser,
+    lang: UiLang,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    enrol_view(&user, lang.0, &state, None).await
+}
+
+async fn enrol_view(
+    user: &PageUser,
+    lang: Lang,
+    state: &AppState,
+    error: Option<&'static str>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::db::entities::users;
+    use sea_orm::EntityTrait;
+    let row = users::Entity::find_by_id(user.user.user_id)
+        .one(&state.db)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("loading user")))?
+        .ok_or(ApiError::LoginRequired)?;
+    let chrome = Chrome {
+        username: user.user.username.clone(),
+        csrf_token: user.user.csrf_token.clone(),
+    };
+    let mut page = TotpEnrolPage {
+        lang,
+        s: lang.strings(),
+        chrome,
+        qr_data_url: String::new(),
+        secret: String::new(),
+        error,
+        recovery_codes: Vec::new(),
+        enrolled: totp::enrolled_secret(&row).is_some(),
+    };
+    if !page.enrolled {
+        let e = totp::begin(&state.db, row.id, &row.username)
+            .await
+            .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("totp enrolment")))?;
+        page.qr_data_url = e.qr_data_url;
+        page.secret = e.secret_b32;
+    }
+    enrol_page(page)
+}
+
+/// `POST /account/totp`: confirm enrolment with a code; shows the
+/// recovery codes once.
+async fn totp_enrol(
+    user: PageUser,
+    req: HttpRequest,
+    form: web::Form<TotpForm>,
+    lang: UiLang,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if !ct_eq(&form.csrf, &user.user.csrf_token) {
+        return Err(ApiError::Forbidden("invalid CSRF token"));
+    }
+    let lang = lang.0;
+    let codes = totp::confirm(&state.db, user.user.user_id, &form.code)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("totp enrolment")))?;
+    state
+        .audit
+        .record(
+            &state.db,
+            Event::new(
+                "user",
+                format!("{}:{}", user.user.user_id, user.user.username),
+                "account.totp_enrol",
+            )
+            .org(user.user.org_id)
+            .outcome(if codes.is_some() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            })
+            .request(&req),
+        )
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
+    let Some(codes) = codes else {
+        return enrol_view(&user, lang, &state, Some(lang.strings().totp_failed)).await;
+    };
+    enrol_page(TotpEnrolPage {
+        lang,
+        s: lang.strings(),
+        chrome: Chrome {
+            username: user.user.username.clone(),
+            csrf_token: user.user.csrf_token.clone(),
+        },
+        qr_data_url: String::new(),
+        secret: String::new(),
+        error: None,
+        recovery_codes: codes,
+        enrolled: true,
+    })
 }
 
 #[derive(Deserialize)]
@@ -158,15 +483,60 @@ struct LogoutForm {
 
 async fn logout(
     user: PageUser,
+    req: HttpRequest,
     form: web::Form<LogoutForm>,
     state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    end_sessions(user, req, form, state, false).await
+}
+
+/// `POST /logout/everywhere`: end every session of the user.
+async fn logout_everywhere(
+    user: PageUser,
+    req: HttpRequest,
+    form: web::Form<LogoutForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    end_sessions(user, req, form, state, true).await
+}
+
+async fn end_sessions(
+    user: PageUser,
+    req: HttpRequest,
+    form: web::Form<LogoutForm>,
+    state: web::Data<AppState>,
+    everywhere: bool,
 ) -> Result<HttpResponse, ApiError> {
     if !ct_eq(&form.csrf, &user.user.csrf_token) {
         return Err(ApiError::Forbidden("invalid CSRF token"));
     }
-    auth::logout(&state.db, user.token())
+    if everywhere {
+        auth::logout_everywhere(&state.db, user.user.user_id)
+            .await
+            .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing out")))?;
+    } else {
+        auth::logout(&state.db, user.token())
+            .await
+            .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing out")))?;
+    }
+    state
+        .audit
+        .record(
+            &state.db,
+            Event::new(
+                "user",
+                format!("{}:{}", user.user.user_id, user.user.username),
+                if everywhere {
+                    "logout.everywhere"
+                } else {
+                    "logout"
+                },
+            )
+            .org(user.user.org_id)
+            .request(&req),
+        )
         .await
-        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing out")))?;
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
     tracing::info!(user_id = user.user.user_id, "signed out");
     let mut clear = Cookie::build(SESSION_COOKIE, "").path("/").finish();
     clear.make_removal();
@@ -182,4 +552,147 @@ fn redirect(to: &str) -> HttpResponse {
         .insert_header((header::LOCATION, to))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish()
+}
+
+/// `GET /auth/oidc/login`: redirect to the provider (PKCE, state, nonce).
+async fn oidc_login(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let oidc = state.oidc.as_ref().ok_or(ApiError::NotFound)?;
+    let (url, oidc_state) = oidc
+        .begin()
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("OIDC sign-in")))?;
+    let cookie = Cookie::build(crate::services::oidc::OIDC_STATE_COOKIE, oidc_state)
+        .path("/auth/oidc")
+        .http_only(true)
+        // Lax: the cookie must come back on the provider's top-level redirect.
+        .same_site(SameSite::Lax)
+        .secure(state.session.secure_cookie)
+        .max_age(CookieDuration::minutes(10))
+        .finish();
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, url))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .cookie(cookie)
+        .finish())
+}
+
+#[derive(Deserialize)]
+struct OidcCallback {
+    code: Option<String>,
+    state: Option<String>,
+}
+
+/// `GET /auth/oidc/callback`: exchange the code, verify the ID token, map
+/// to a local account, start a session (or ask for the local second
+/// factor when the role needs MFA and the provider reported none).
+async fn oidc_callback(
+    req: HttpRequest,
+    query: web::Query<OidcCallback>,
+    lang: UiLang,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::db::entities::users;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let oidc = state.oidc.as_ref().ok_or(ApiError::NotFound)?;
+    let fail = |detail: &'static str| {
+        Event::new("anonymous", "", "login")
+            .outcome(Outcome::Failure)
+            .request(&req)
+            .detail(format!("oidc: {detail}"))
+    };
+    let cookie_state = req
+        .cookie(crate::services::oidc::OIDC_STATE_COOKIE)
+        .map(|c| c.value().to_owned());
+    let (Some(code), Some(q_state), Some(c_state)) =
+        (query.code.as_deref(), query.state.as_deref(), cookie_state)
+    else {
+        record(&state, fail("missing code or state")).await?;
+        return Err(ApiError::Forbidden("invalid sign-in state"));
+    };
+    if !ct_eq(q_state, &c_state) {
+        record(&state, fail("state mismatch")).await?;
+        return Err(ApiError::Forbidden("invalid sign-in state"));
+    }
+    let identity = match oidc.finish(q_state, code).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::info!(error = %e, "OIDC sign-in rejected");
+            record(&state, fail("rejected")).await?;
+            return Err(ApiError::Unauthorized);
+        }
+    };
+    let username: String = format!("oidc:{}", identity.subject)
+        .chars()
+        .take(MAX_USERNAME)
+        .collect();
+    let db500 =
+        |e: sea_orm::DbErr| ApiError::Unexpected(anyhow::Error::new(e).context("OIDC user"));
+    let mut user = users::Entity::find()
+        .filter(users::Column::Username.eq(username.as_str()))
+        .one(&state.db)
+        .await
+        .map_err(db500)?;
+    if user.is_none() {
+        let settings = oidc.settings();
+        let role = identity
+            .role
+            .as_deref()
+            .and_then(crate::access::Role::parse)
+            .map(|r| r.as_str().to_owned())
+            .unwrap_or_else(|| settings.default_role.clone());
+        // The password is random and never shown: OIDC accounts sign in
+        // through the provider only.
+        auth::upsert_user_in_org(
+            &state.db,
+            &username,
+            &auth::random_token(32),
+            &role,
+            &settings.org,
+        )
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("creating OIDC user")))?;
+        user = users::Entity::find()
+            .filter(users::Column::Username.eq(username.as_str()))
+            .one(&state.db)
+            .await
+            .map_err(db500)?;
+    }
+    let user = user.filter(|u| !u.disabled).ok_or(ApiError::Unauthorized)?;
+    let needs_mfa = state.security.mfa_roles.contains(&user.role) && !identity.has_second_factor();
+    let has_totp = totp::enrolled_secret(&user).is_some();
+    record(
+        &state,
+        Event::new("user", format!("{}:{}", user.id, user.username), "login")
+            .org(user.org_id)
+            .request(&req)
+            .detail(if needs_mfa && has_totp {
+                "oidc, local second factor due"
+            } else {
+                "oidc"
+            }),
+    )
+    .await?;
+    if needs_mfa && has_totp {
+        return totp_step(&state, lang.0, StatusCode::OK, None, Some(user.id));
+    }
+    let token = auth::create_session(&state.db, &state.session, user.id)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing in")))?;
+    let mut clear = Cookie::build(crate::services::oidc::OIDC_STATE_COOKIE, "")
+        .path("/auth/oidc")
+        .finish();
+    clear.make_removal();
+    let mut res = signed_in(&state, token, if needs_mfa { "/account/totp" } else { "/" });
+    res.add_cookie(&clear)
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("cookie")))?;
+    Ok(res)
+}
+
+async fn record(state: &AppState, ev: Event) -> Result<(), ApiError> {
+    state
+        .audit
+        .record(&state.db, ev)
+        .await
+        .map(|_| ())
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))
 }

@@ -22,13 +22,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The token is checked (first extractor) before the body is parsed.
 async fn register(
-    _gateway: GatewayAuth,
+    gateway: GatewayAuth,
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let req: RegisterInstance = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid registration: {e}")))?;
-    let created = ingest::register(&state.db, &req)
+    let org_id = crate::services::orgs::ensure(&state.db, &gateway.0.org)
+        .await
+        .map_err(|e| {
+            ApiError::Unexpected(anyhow::Error::new(e).context("resolving organisation"))
+        })?;
+    let created = ingest::register_for_org(&state.db, &req, Some(org_id))
         .await
         .map_err(|e| match e {
             IngestError::Invalid(m) => ApiError::BadRequest(m),

@@ -9,14 +9,25 @@
 //! GET  /studies/{study}/series/{series}/instances/{sop}/rendered.png?frame=N
 //!                                                 render      (session → else 401)
 //! GET  /static/{name}                             assets      (no auth)
+//! /dicomweb/…                                     dicomweb    (see routes/dicomweb)
+//! GET  /ohif/…                                    ohif        (index: session; assets public)
+//! POST /studies/{study}/shares[/{id}/revoke]       shares      (Share permission, CSRF)
+//! GET|POST /s/{token}                             shares      (share link landing)
+//! GET  /audit                                     audit       (auditor)
+//! POST /admin/grants[/{id}/revoke]                admin       (admin, CSRF)
 //! ```
 
+pub mod admin;
 pub mod assets;
+pub mod audit;
 pub mod auth;
+pub mod dicomweb;
 pub mod health;
 pub mod ingest;
+pub mod ohif;
 pub mod pages;
 pub mod render;
+pub mod shares;
 
 use crate::error::ApiError;
 use actix_web::{web, HttpRequest};
@@ -31,6 +42,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(auth::configure)
         .configure(pages::configure)
         .configure(render::configure)
+        .configure(shares::configure)
+        .configure(audit::configure)
+        .configure(admin::configure)
+        .configure(dicomweb::configure)
+        .configure(ohif::configure)
         .configure(assets::configure);
 }
 

@@ -1,9 +1,10 @@
 //! HTML pages: the worklist and the study page. Handlers turn index rows
 //! into the viewer's plain view models.
 
-use crate::access::{visible_studies, Principal, StudyAccess, ViewMetadata};
+use crate::access::{self, visible_studies, Principal, StudyAccess, ViewMetadata};
 use crate::error::ApiError;
 use crate::extract::{PageUser, UiLang};
+use crate::services::audit::Event;
 use crate::services::studies::{self, StudyDetail, WorklistEntry};
 use crate::state::AppState;
 use actix_web::http::header;
@@ -15,7 +16,7 @@ use viewer::{
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(worklist))
-        .route("/studies/{study}", web::get().to(study));
+        .route(access::STUDY_PAGE, web::get().to(study));
 }
 
 fn html(t: &impl Template) -> Result<HttpResponse, ApiError> {
@@ -45,15 +46,26 @@ fn modalities(joined: &str) -> String {
 
 async fn worklist(
     user: PageUser,
+    req: actix_web::HttpRequest,
     lang: UiLang,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let rows = studies::worklist(
-        &state.db,
-        visible_studies(&Principal::User(user.user.clone())),
-    )
-    .await
-    .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("loading worklist")))?;
+    let principal = Principal::User(user.user.clone());
+    let (kind, actor) = principal.audit_actor();
+    state
+        .audit
+        .record(
+            &state.db,
+            Event::new(kind, actor, "study.search")
+                .org(user.user.org_id)
+                .request(&req)
+                .detail("worklist"),
+        )
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
+    let rows = studies::worklist(&state.db, visible_studies(&principal))
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("loading worklist")))?;
     let studies = rows.into_iter().map(study_row).collect();
     html(&WorklistPage {
         lang: lang.0,
@@ -81,7 +93,6 @@ fn study_row(e: WorklistEntry) -> StudyRow {
 }
 
 async fn study(
-    user: PageUser,
     access: StudyAccess<ViewMetadata>,
     lang: UiLang,
     state: web::Data<AppState>,
@@ -90,7 +101,22 @@ async fn study(
         .await
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("loading study")))?
         .ok_or(ApiError::NotFound)?;
-    html(&study_page(detail, lang.0, chrome(&user)))
+    // A share link session has no account: an empty sign-out form.
+    let chrome = match access.principal() {
+        Principal::User(u) => Chrome {
+            username: u.username.clone(),
+            csrf_token: u.csrf_token.clone(),
+        },
+        Principal::ApiClient { client_id, .. } => Chrome {
+            username: client_id.clone(),
+            csrf_token: String::new(),
+        },
+        Principal::ShareLink { .. } => Chrome {
+            username: lang.0.strings().share_title.to_owned(),
+            csrf_token: String::new(),
+        },
+    };
+    html(&study_page(detail, lang.0, chrome))
 }
 
 fn study_page(d: StudyDetail, lang: viewer::Lang, chrome: Chrome) -> StudyPage {

@@ -15,10 +15,7 @@ use serde::Deserialize;
 const CACHE_CONTROL: &str = "private, max-age=86400";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/studies/{study}/series/{series}/instances/{sop}/rendered.png",
-        web::get().to(rendered),
-    );
+    cfg.route(crate::access::RENDERED_PNG, web::get().to(rendered));
 }
 
 #[derive(Deserialize)]

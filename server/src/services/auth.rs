@@ -5,7 +5,7 @@
 //! CSRF token of a signed-in form is an HMAC of the session token, so it is
 //! bound to the session without being stored.
 
-use crate::config::SessionSettings;
+use crate::config::{SecuritySettings, SessionSettings};
 use crate::db::entities::{sessions, users};
 use crate::services::cpu;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -43,6 +43,8 @@ pub struct SessionUser {
     pub user_id: i64,
     pub username: String,
     pub role: String,
+    /// The user's organisation.
+    pub org_id: Option<i64>,
     /// CSRF token for forms posted by this session.
     pub csrf_token: String,
 }
@@ -109,14 +111,27 @@ pub enum Upserted {
     Updated,
 }
 
-/// Create `username` with `password` and `role`, or reset the password,
-/// role and enabled state of an existing account.
+/// Create `username` with `password` and `role` in the `default`
+/// organisation, or reset the password, role and enabled state of an
+/// existing account.
 pub async fn upsert_user<C: ConnectionTrait>(
     db: &C,
     username: &str,
     password: &str,
     role: &str,
 ) -> Result<Upserted, AuthError> {
+    upsert_user_in_org(db, username, password, role, crate::state::DEFAULT_ORG).await
+}
+
+/// [`upsert_user`] in the organisation named `org` (created if needed).
+pub async fn upsert_user_in_org<C: ConnectionTrait>(
+    db: &C,
+    username: &str,
+    password: &str,
+    role: &str,
+    org: &str,
+) -> Result<Upserted, AuthError> {
+    let org_id = crate::services::orgs::ensure(db, org).await?;
     let password = password.to_owned();
     let hash = cpu::run(move || hash_password(&password)).await??;
     let existed = users::Entity::find()
@@ -130,6 +145,8 @@ pub async fn upsert_user<C: ConnectionTrait>(
         role: Set(role.to_owned()),
         created_at: Set(Utc::now()),
         disabled: Set(false),
+        org_id: Set(Some(org_id)),
+        failed_logins: Set(0),
         ..Default::default()
     };
     users::Entity::insert(am)
@@ -139,6 +156,9 @@ pub async fn upsert_user<C: ConnectionTrait>(
                     users::Column::PasswordHash,
                     users::Column::Role,
                     users::Column::Disabled,
+                    users::Column::OrgId,
+                    users::Column::FailedLogins,
+                    users::Column::LockedUntil,
                 ])
                 .to_owned(),
         )
@@ -151,6 +171,25 @@ pub async fn upsert_user<C: ConnectionTrait>(
     })
 }
 
+/// Result of [`login_with`].
+#[derive(Debug, Clone, Default)]
+pub struct LoginResult {
+    /// Session token on success.
+    pub token: Option<String>,
+    /// The account, when the username exists (for the audit trail).
+    pub user_id: Option<i64>,
+    pub org_id: Option<i64>,
+    /// The account is locked after repeated failures.
+    pub locked: bool,
+    /// Password verified, but the account has TOTP: the second step is
+    /// still due (no session was created).
+    pub mfa_pending: bool,
+    /// The user's role (for roles that require MFA).
+    pub role: Option<String>,
+    /// Whether the account has an enrolled second factor.
+    pub has_totp: bool,
+}
+
 /// Check `username`/`password`; on success create a session and return its
 /// token (to be put in the cookie). `None` for any failure, without saying
 /// which part was wrong.
@@ -160,6 +199,41 @@ pub async fn login<C: ConnectionTrait>(
     username: &str,
     password: &str,
 ) -> Result<Option<String>, AuthError> {
+    Ok(login_with(
+        db,
+        settings,
+        &SecuritySettings::default(),
+        username,
+        password,
+    )
+    .await?
+    .token)
+}
+
+/// The lock duration after `failures` consecutive failures: none below
+/// the threshold, then `base` doubling with each further failure (capped
+/// at one day).
+pub fn lockout_for(security: &SecuritySettings, failures: i32) -> Option<Duration> {
+    let threshold = i32::try_from(security.lockout_threshold.max(1)).unwrap_or(i32::MAX);
+    if failures < threshold {
+        return None;
+    }
+    let exp = u32::try_from(failures - threshold).unwrap_or(0).min(16);
+    let secs = i64::from(security.lockout_base_seconds.max(1)) << exp;
+    Some(Duration::seconds(secs.min(86_400)))
+}
+
+/// [`login`] with lockout: after `lockout_threshold` consecutive failures
+/// the account is locked with exponential backoff; while locked even the
+/// right password fails.
+pub async fn login_with<C: ConnectionTrait>(
+    db: &C,
+    settings: &SessionSettings,
+    security: &SecuritySettings,
+    username: &str,
+    password: &str,
+) -> Result<LoginResult, AuthError> {
+    let now = Utc::now();
     let user = users::Entity::find()
         .filter(users::Column::Username.eq(username))
         .one(db)
@@ -170,15 +244,87 @@ pub async fn login<C: ConnectionTrait>(
     };
     let password = password.to_owned();
     let ok = cpu::run(move || verify_password(&hash, &password)).await?;
-    let user = match user {
-        Some(u) if ok && !u.disabled => u,
-        _ => return Ok(None),
+    let Some(user) = user else {
+        return Ok(LoginResult::default());
     };
-    let token = random_token(32);
+    let mut result = LoginResult {
+        user_id: Some(user.id),
+        org_id: user.org_id,
+        role: Some(user.role.clone()),
+        has_totp: crate::services::totp::enrolled_secret(&user).is_some(),
+        ..Default::default()
+    };
+    if user.locked_until.is_some_and(|t| now < t) {
+        result.locked = true;
+        return Ok(result);
+    }
+    if !ok || user.disabled {
+        result.locked = record_failure(db, security, &user).await?;
+        return Ok(result);
+    }
+    if result.has_totp {
+        result.mfa_pending = true;
+        return Ok(result);
+    }
+    if user.failed_logins != 0 || user.locked_until.is_some() {
+        reset_failures(db, user.id).await?;
+    }
+    result.token = Some(create_session(db, settings, user.id).await?);
+    Ok(result)
+}
+
+/// Count a failed sign-in (wrong password or second factor); returns
+/// whether the account is now locked.
+pub async fn record_failure<C: ConnectionTrait>(
+    db: &C,
+    security: &SecuritySettings,
+    user: &users::Model,
+) -> Result<bool, AuthError> {
+    let failures = user.failed_logins.saturating_add(1);
+    let locked_until = lockout_for(security, failures).map(|d| Utc::now() + d);
+    users::Entity::update_many()
+        .col_expr(
+            users::Column::FailedLogins,
+            sea_orm::sea_query::Expr::value(failures),
+        )
+        .col_expr(
+            users::Column::LockedUntil,
+            sea_orm::sea_query::Expr::value(locked_until),
+        )
+        .filter(users::Column::Id.eq(user.id))
+        .exec(db)
+        .await?;
+    Ok(locked_until.is_some())
+}
+
+/// Clear the failure counter and lock after a successful sign-in.
+pub async fn reset_failures<C: ConnectionTrait>(db: &C, user_id: i64) -> Result<(), AuthError> {
+    users::Entity::update_many()
+        .col_expr(
+            users::Column::FailedLogins,
+            sea_orm::sea_query::Expr::value(0),
+        )
+        .col_expr(
+            users::Column::LockedUntil,
+            sea_orm::sea_query::Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(users::Column::Id.eq(user_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Start a session for `user_id`; returns the cookie token.
+pub async fn create_session<C: ConnectionTrait>(
+    db: &C,
+    settings: &SessionSettings,
+    user_id: i64,
+) -> Result<String, AuthError> {
     let now = Utc::now();
+    let token = random_token(32);
     let session = sessions::ActiveModel {
         id: Set(token_digest(&token)),
-        user_id: Set(user.id),
+        user_id: Set(user_id),
         created_at: Set(now),
         last_seen: Set(now),
         expires_at: Set(now + Duration::hours(i64::from(settings.absolute_hours))),
@@ -186,8 +332,17 @@ pub async fn login<C: ConnectionTrait>(
     sessions::Entity::insert(session)
         .exec_without_returning(db)
         .await?;
-    tracing::info!(user_id = user.id, "signed in");
-    Ok(Some(token))
+    tracing::info!(user_id, "signed in");
+    Ok(token)
+}
+
+/// End every session of `user_id` ("log out everywhere").
+pub async fn logout_everywhere<C: ConnectionTrait>(db: &C, user_id: i64) -> Result<u64, AuthError> {
+    let res = sessions::Entity::delete_many()
+        .filter(sessions::Column::UserId.eq(user_id))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
 }
 
 /// Resolve a session cookie to its user; `None` when unknown, expired,
@@ -237,6 +392,7 @@ async fn resolve_session_at<C: ConnectionTrait>(
         user_id: user.id,
         username: user.username,
         role: user.role,
+        org_id: user.org_id,
         csrf_token: session_csrf(token),
     }))
 }

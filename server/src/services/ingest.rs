@@ -167,11 +167,21 @@ pub async fn register(
     db: &DatabaseConnection,
     req: &RegisterInstance,
 ) -> Result<bool, IngestError> {
+    register_for_org(db, req, None).await
+}
+
+/// [`register`] on behalf of the organisation `org_id` (the uploading
+/// gateway's): a new study belongs to it.
+pub async fn register_for_org(
+    db: &DatabaseConnection,
+    req: &RegisterInstance,
+    org_id: Option<i64>,
+) -> Result<bool, IngestError> {
     let facts = extract(req)?;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match register_once(db, req, &facts).await {
+        match register_once(db, req, &facts, org_id).await {
             Err(IngestError::Db(e)) if attempt < MAX_ATTEMPTS && is_transient(&e) => {
                 tracing::debug!(attempt, error = %e, "retrying registration");
                 tokio::time::sleep(Duration::from_millis(10u64 << attempt)).await;
@@ -201,6 +211,7 @@ async fn register_once(
     db: &DatabaseConnection,
     req: &RegisterInstance,
     f: &Facts,
+    org_id: Option<i64>,
 ) -> Result<bool, IngestError> {
     let now = Utc::now();
     let txn = db.begin().await?;
@@ -238,6 +249,7 @@ async fn register_once(
         num_series: Set(0),
         num_instances: Set(0),
         created_at: Set(now),
+        org_id: Set(org_id),
         ..Default::default()
     })
     .on_conflict_do_nothing_on([studies::Column::StudyUid])

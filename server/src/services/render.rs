@@ -35,7 +35,7 @@ pub enum RenderError {
 }
 
 /// An 8-bit image ready for encoding.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Image8 {
     pub width: u32,
     pub height: u32,
@@ -52,6 +52,175 @@ pub fn render_png(bytes: &[u8], frame: u32) -> Result<Vec<u8>, RenderError> {
 
 /// Decode and window `frame` (0-based) of the DICOM Part 10 file `bytes`.
 pub fn render_frame(bytes: &[u8], frame: u32) -> Result<Image8, RenderError> {
+    Ok(decode_frame(bytes, frame)?.to_image8(None))
+}
+
+/// A decoded frame before windowing: grayscale values after the Modality
+/// LUT, or an 8-bit colour image.
+#[derive(Debug)]
+pub enum DecodedFrame {
+    Gray {
+        width: u32,
+        height: u32,
+        values: Vec<f32>,
+        /// The file's first window (center, width), if any.
+        window: Option<(f64, f64)>,
+        /// Min/max of the finite values.
+        range: (f32, f32),
+        /// MONOCHROME1.
+        invert: bool,
+    },
+    Color(Image8),
+}
+
+/// The VOI LUT function of a window (PS3.3 C.11.2.1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowFunction {
+    Linear,
+    LinearExact,
+    Sigmoid,
+}
+
+/// An explicit window requested by the client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    pub center: f64,
+    pub width: f64,
+    pub function: WindowFunction,
+}
+
+impl DecodedFrame {
+    pub fn width(&self) -> u32 {
+        match self {
+            DecodedFrame::Gray { width, .. } => *width,
+            DecodedFrame::Color(i) => i.width,
+        }
+    }
+    pub fn height(&self) -> u32 {
+        match self {
+            DecodedFrame::Gray { height, .. } => *height,
+            DecodedFrame::Color(i) => i.height,
+        }
+    }
+
+    /// Apply `window` (else the file's window, else min/max) to 8 bits.
+    pub fn to_image8(&self, window: Option<Window>) -> Image8 {
+        match self {
+            DecodedFrame::Color(img) => img.clone(),
+            DecodedFrame::Gray {
+                width,
+                height,
+                values,
+                window: file_window,
+                range,
+                invert,
+            } => {
+                let w = window.unwrap_or_else(|| {
+                    let (center, width) = file_window.unwrap_or_else(|| {
+                        let (min, max) = (f64::from(range.0), f64::from(range.1));
+                        if min > max {
+                            (0.0, 1.0)
+                        } else {
+                            ((min + max) / 2.0 + 0.5, (max - min + 1.0).max(1.0))
+                        }
+                    });
+                    Window {
+                        center,
+                        width,
+                        function: WindowFunction::Linear,
+                    }
+                });
+                let lut = Lut8::new(w, *range);
+                let invert = *invert;
+                let pixels = values
+                    .iter()
+                    .map(|v| {
+                        let y = lut.apply(*v);
+                        if invert {
+                            255 - y
+                        } else {
+                            y
+                        }
+                    })
+                    .collect();
+                Image8 {
+                    width: *width,
+                    height: *height,
+                    channels: 1,
+                    pixels,
+                }
+            }
+        }
+    }
+
+    /// Approximate heap size.
+    pub fn weight(&self) -> usize {
+        match self {
+            DecodedFrame::Gray { values, .. } => values.len() * 4,
+            DecodedFrame::Color(i) => i.pixels.len(),
+        }
+    }
+}
+
+/// A window as a table over the integer range of the values when it is
+/// small (the usual case), else computed per pixel.
+struct Lut8 {
+    window: Window,
+    linear: LinearWindow,
+    table: Option<(i32, Vec<u8>)>,
+}
+
+impl Lut8 {
+    fn new(window: Window, range: (f32, f32)) -> Self {
+        let linear = match window.function {
+            // LINEAR_EXACT is LINEAR with c + 0.5 and w + 1.
+            WindowFunction::LinearExact => {
+                LinearWindow::new(window.center + 0.5, window.width + 1.0)
+            }
+            _ => LinearWindow::new(window.center, window.width),
+        };
+        let mut lut = Lut8 {
+            window,
+            linear,
+            table: None,
+        };
+        let (lo, hi) = range;
+        if lo.is_finite() && hi.is_finite() && hi >= lo && hi - lo <= 65536.0 {
+            let lo_i = lo.floor() as i32;
+            let hi_i = hi.ceil() as i32;
+            let table = (lo_i..=hi_i).map(|x| lut.compute(x as f32)).collect();
+            lut.table = Some((lo_i, table));
+        }
+        lut
+    }
+
+    fn compute(&self, v: f32) -> u8 {
+        match self.window.function {
+            WindowFunction::Sigmoid => {
+                let w = self.window.width.max(1.0);
+                let y = 255.0 / (1.0 + (-4.0 * (f64::from(v) - self.window.center) / w).exp());
+                y.round().clamp(0.0, 255.0) as u8
+            }
+            _ => self.linear.apply(f64::from(v)),
+        }
+    }
+
+    fn apply(&self, v: f32) -> u8 {
+        if let Some((lo, table)) = &self.table {
+            if v.fract() == 0.0 {
+                let i = v as i64 - i64::from(*lo);
+                if let Some(y) = usize::try_from(i).ok().and_then(|i| table.get(i)) {
+                    return *y;
+                }
+            }
+        }
+        self.compute(v)
+    }
+}
+
+/// Decode `frame` (0-based) of the DICOM Part 10 file `bytes` without
+/// windowing.
+pub fn decode_frame(bytes: &[u8], frame: u32) -> Result<DecodedFrame, RenderError> {
     let obj = OpenFileOptions::new()
         .from_reader(bytes)
         .map_err(|e| RenderError::Parse(e.to_string()))?;
@@ -90,6 +259,9 @@ pub fn render_frame(bytes: &[u8], frame: u32) -> Result<Image8, RenderError> {
         return Err(RenderError::NoSuchFrame(frame));
     }
 
+    if let Some(fast) = native_grayscale(&obj, &ts_uid, frame) {
+        return Ok(fast);
+    }
     let decoded = obj
         .decode_pixel_data_frame(frame)
         .map_err(|e| RenderError::Decode(e.to_string()))?;
@@ -100,12 +272,125 @@ pub fn render_frame(bytes: &[u8], frame: u32) -> Result<Image8, RenderError> {
     }
     match decoded.samples_per_pixel() {
         1 => grayscale(&decoded, width, height),
-        3 => colour(&decoded, width, height),
+        3 => colour(&decoded, width, height).map(DecodedFrame::Color),
         n => Err(RenderError::Unsupported(format!("{n} samples per pixel"))),
     }
 }
 
-fn grayscale(px: &DecodedPixelData<'_>, width: u32, height: u32) -> Result<Image8, RenderError> {
+fn uint(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> Option<u32> {
+    obj.element(tag).ok().and_then(|e| e.to_int::<u32>().ok())
+}
+
+fn first_f64(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> Option<f64> {
+    obj.element(tag)
+        .ok()
+        .and_then(|e| e.to_multi_float64().ok())
+        .and_then(|v| v.first().copied())
+}
+
+/// Fast path for the common case — uncompressed little-endian
+/// MONOCHROME1/2 with 8 or 16 bits allocated, linear rescale, no LUT
+/// sequences: read the stored values straight from the pixel bytes.
+/// `None` falls back to dicom-pixeldata.
+fn native_grayscale(
+    obj: &dicom_object::DefaultDicomObject,
+    ts: &str,
+    frame: u32,
+) -> Option<DecodedFrame> {
+    if !matches!(ts, "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1") {
+        return None;
+    }
+    if uint(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1) != 1
+        || obj.element(tags::MODALITY_LUT_SEQUENCE).is_ok()
+        || obj.element(tags::VOILUT_SEQUENCE).is_ok()
+    {
+        return None;
+    }
+    let pi = obj
+        .element(tags::PHOTOMETRIC_INTERPRETATION)
+        .ok()?
+        .to_str()
+        .ok()?
+        .trim()
+        .to_owned();
+    let invert = match pi.as_str() {
+        "MONOCHROME1" => true,
+        "MONOCHROME2" => false,
+        _ => return None,
+    };
+    let rows = uint(obj, tags::ROWS)? as usize;
+    let cols = uint(obj, tags::COLUMNS)? as usize;
+    let allocated = uint(obj, tags::BITS_ALLOCATED)?;
+    let stored = uint(obj, tags::BITS_STORED).unwrap_or(allocated);
+    let signed = uint(obj, tags::PIXEL_REPRESENTATION).unwrap_or(0) == 1;
+    if rows == 0
+        || cols == 0
+        || !(allocated == 8 || allocated == 16)
+        || stored == 0
+        || stored > allocated
+    {
+        return None;
+    }
+    let slope = first_f64(obj, tags::RESCALE_SLOPE).unwrap_or(1.0);
+    let intercept = first_f64(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0);
+    if !slope.is_finite() || !intercept.is_finite() {
+        return None;
+    }
+    let pixel = obj.element(tags::PIXEL_DATA).ok()?;
+    if pixel.value().fragments().is_some() {
+        return None;
+    }
+    let data = pixel.to_bytes().ok()?;
+    let n = rows * cols;
+    let bytes_per = (allocated / 8) as usize;
+    let start = frame as usize * n * bytes_per;
+    let raw = data.get(start..start + n * bytes_per)?;
+    let shift = 32 - stored;
+    let mask: u32 = if stored >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << stored) - 1
+    };
+    let (slope, intercept) = (slope as f32, intercept as f32);
+    let convert = |v: u32| -> f32 {
+        let v = v & mask;
+        let x = if signed {
+            ((v << shift) as i32 >> shift) as f32
+        } else {
+            v as f32
+        };
+        x * slope + intercept
+    };
+    let values: Vec<f32> = if bytes_per == 2 {
+        raw.chunks_exact(2)
+            .map(|b| convert(u32::from(u16::from_le_bytes([b[0], b[1]]))))
+            .collect()
+    } else {
+        raw.iter().map(|b| convert(u32::from(*b))).collect()
+    };
+    let window = first_f64(obj, tags::WINDOW_CENTER)
+        .zip(first_f64(obj, tags::WINDOW_WIDTH))
+        .filter(|(c, w)| c.is_finite() && w.is_finite() && *w >= 1.0);
+    let range = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        });
+    Some(DecodedFrame::Gray {
+        width: cols as u32,
+        height: rows as u32,
+        values,
+        window,
+        range,
+        invert,
+    })
+}
+
+fn grayscale(
+    px: &DecodedPixelData<'_>,
+    width: u32,
+    height: u32,
+) -> Result<DecodedFrame, RenderError> {
     let pi = px.photometric_interpretation().clone();
     if !pi.is_monochrome() {
         return Err(RenderError::Unsupported(format!(
@@ -125,7 +410,8 @@ fn grayscale(px: &DecodedPixelData<'_>, width: u32, height: u32) -> Result<Image
             "pixel data is shorter than the image".into(),
         ));
     }
-    let values = &values[..expected];
+    let mut values = values;
+    values.truncate(expected);
 
     let window = px
         .window()
@@ -134,41 +420,19 @@ fn grayscale(px: &DecodedPixelData<'_>, width: u32, height: u32) -> Result<Image
         .and_then(|w| w.first().copied())
         .filter(|w| w.width.is_finite() && w.center.is_finite() && w.width >= 1.0)
         .map(|w| (w.center, w.width));
-    let (center, width_w) = match window {
-        Some(w) => w,
-        None => {
-            let (min, max) = values
-                .iter()
-                .filter(|v| v.is_finite())
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
-                    (lo.min(*v), hi.max(*v))
-                });
-            if min > max {
-                (0.0, 1.0)
-            } else {
-                let (min, max) = (f64::from(min), f64::from(max));
-                ((min + max) / 2.0 + 0.5, (max - min + 1.0).max(1.0))
-            }
-        }
-    };
-    let invert = pi == PhotometricInterpretation::Monochrome1;
-    let lut = LinearWindow::new(center, width_w);
-    let pixels = values
+    let range = values
         .iter()
-        .map(|v| {
-            let y = lut.apply(f64::from(*v));
-            if invert {
-                255 - y
-            } else {
-                y
-            }
-        })
-        .collect();
-    Ok(Image8 {
+        .filter(|v| v.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        });
+    Ok(DecodedFrame::Gray {
         width,
         height,
-        channels: 1,
-        pixels,
+        values,
+        window,
+        range,
+        invert: pi == PhotometricInterpretation::Monochrome1,
     })
 }
 
@@ -272,6 +536,125 @@ pub fn encode_png(img: &Image8) -> Result<Vec<u8>, RenderError> {
         .map_err(|e| RenderError::Encode(e.to_string()))?;
     writer
         .finish()
+        .map_err(|e| RenderError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Resize to `w`×`h` (bilinear; box-averaged when shrinking a lot).
+pub fn resize(img: &Image8, w: u32, h: u32) -> Image8 {
+    if w == img.width && h == img.height || w == 0 || h == 0 || img.width == 0 || img.height == 0 {
+        return img.clone();
+    }
+    let ch = usize::from(img.channels);
+    let (sw, sh) = (img.width as usize, img.height as usize);
+    let (dw, dh) = (w as usize, h as usize);
+    let mut out = vec![0u8; dw * dh * ch];
+    let fx = sw as f32 / dw as f32;
+    let fy = sh as f32 / dh as f32;
+    if fx >= 2.0 || fy >= 2.0 {
+        // Area average over the source box of each destination pixel.
+        for y in 0..dh {
+            let y0 = (y as f32 * fy) as usize;
+            let y1 = (((y + 1) as f32 * fy) as usize).clamp(y0 + 1, sh);
+            for x in 0..dw {
+                let x0 = (x as f32 * fx) as usize;
+                let x1 = (((x + 1) as f32 * fx) as usize).clamp(x0 + 1, sw);
+                let n = ((y1 - y0) * (x1 - x0)) as u32;
+                for c in 0..ch {
+                    let mut sum = 0u32;
+                    for yy in y0..y1 {
+                        let row = &img.pixels[yy * sw * ch..];
+                        for xx in x0..x1 {
+                            sum += u32::from(row[xx * ch + c]);
+                        }
+                    }
+                    out[(y * dw + x) * ch + c] = ((sum + n / 2) / n.max(1)) as u8;
+                }
+            }
+        }
+    } else {
+        for y in 0..dh {
+            let sy = ((y as f32 + 0.5) * fy - 0.5).clamp(0.0, (sh - 1) as f32);
+            let y0 = sy as usize;
+            let y1 = (y0 + 1).min(sh - 1);
+            let ty = sy - y0 as f32;
+            for x in 0..dw {
+                let sx = ((x as f32 + 0.5) * fx - 0.5).clamp(0.0, (sw - 1) as f32);
+                let x0 = sx as usize;
+                let x1 = (x0 + 1).min(sw - 1);
+                let tx = sx - x0 as f32;
+                for c in 0..ch {
+                    let p = |xx: usize, yy: usize| f32::from(img.pixels[(yy * sw + xx) * ch + c]);
+                    let top = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
+                    let bot = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
+                    out[(y * dw + x) * ch + c] = (top * (1.0 - ty) + bot * ty).round() as u8;
+                }
+            }
+        }
+    }
+    Image8 {
+        width: w,
+        height: h,
+        channels: img.channels,
+        pixels: out,
+    }
+}
+
+/// Crop to the source rectangle (clamped to the image).
+pub fn crop(img: &Image8, x: u32, y: u32, w: u32, h: u32) -> Image8 {
+    let x = x.min(img.width);
+    let y = y.min(img.height);
+    let w = w.min(img.width - x);
+    let h = h.min(img.height - y);
+    if (x, y, w, h) == (0, 0, img.width, img.height) || w == 0 || h == 0 {
+        return img.clone();
+    }
+    let ch = usize::from(img.channels);
+    let mut pixels = Vec::with_capacity(w as usize * h as usize * ch);
+    for row in y..y + h {
+        let start = (row as usize * img.width as usize + x as usize) * ch;
+        pixels.extend_from_slice(&img.pixels[start..start + w as usize * ch]);
+    }
+    Image8 {
+        width: w,
+        height: h,
+        channels: img.channels,
+        pixels,
+    }
+}
+
+/// Encode as baseline JPEG (`quality` 1..=100).
+pub fn encode_jpeg(img: &Image8, quality: u8) -> Result<Vec<u8>, RenderError> {
+    let (w, h) = (
+        u16::try_from(img.width).map_err(|_| RenderError::Encode("image too wide".into()))?,
+        u16::try_from(img.height).map_err(|_| RenderError::Encode("image too tall".into()))?,
+    );
+    let mut out = Vec::with_capacity(img.pixels.len() / 4 + 1024);
+    let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    let ct = if img.channels == 3 {
+        jpeg_encoder::ColorType::Rgb
+    } else {
+        jpeg_encoder::ColorType::Luma
+    };
+    enc.encode(&img.pixels, w, h, ct)
+        .map_err(|e| RenderError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Encode as lossless WebP.
+pub fn encode_webp(img: &Image8) -> Result<Vec<u8>, RenderError> {
+    let expected = img.width as usize * img.height as usize * usize::from(img.channels);
+    if img.pixels.len() != expected {
+        return Err(RenderError::Encode("buffer size mismatch".into()));
+    }
+    let mut out = Vec::new();
+    let ct = if img.channels == 3 {
+        image_webp::ColorType::Rgb8
+    } else {
+        image_webp::ColorType::L8
+    };
+    image_webp::WebPEncoder::new(&mut out)
+        .encode(&img.pixels, img.width, img.height, ct)
         .map_err(|e| RenderError::Encode(e.to_string()))?;
     Ok(out)
 }

@@ -71,6 +71,14 @@ fn pg_admin_url() -> Option<String> {
 }
 
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// [`spawn_app`] with a last say on the settings.
+pub async fn spawn_app_with(
+    backend: Backend,
+    customise: impl FnOnce(&mut Settings),
+) -> Option<TestApp> {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let (url, pg) = match backend {
@@ -101,10 +109,9 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     let mut settings = Settings::load(None).unwrap();
     settings.http.bind = "127.0.0.1:0".into();
     settings.database.url = DatabaseUrl(url.clone());
-    settings.storage = StoreConfig::Local {
-        path: store_path.clone(),
-    };
+    settings.storage = StoreConfig::local(store_path.clone());
     settings.ingest.gateway_tokens = vec![server::config::Secret::new(GATEWAY_TOKEN)];
+    customise(&mut settings);
 
     let app = Application::build(settings).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());

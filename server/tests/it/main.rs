@@ -11,7 +11,14 @@
 mod dicom;
 mod helpers;
 
+mod access_matrix;
+mod audit;
 mod auth;
 mod basics;
+mod dicomweb;
+mod dicomweb_interop;
 mod ingest;
+mod oidc;
 mod render;
+mod shares;
+mod totp;

@@ -16,6 +16,8 @@ pub struct Model {
     pub num_series: i32,
     pub num_instances: i32,
     pub created_at: DateTimeUtc,
+    /// The uploading organisation.
+    pub org_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

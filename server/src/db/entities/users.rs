@@ -12,6 +12,13 @@ pub struct Model {
     pub role: String,
     pub created_at: DateTimeUtc,
     pub disabled: bool,
+    pub org_id: Option<i64>,
+    /// Base32 TOTP secret once enrolled.
+    pub totp_secret: Option<String>,
+    /// JSON array of SHA-256 digests of unused recovery codes.
+    pub recovery_codes: Option<String>,
+    pub failed_logins: i32,
+    pub locked_until: Option<DateTimeUtc>,
 }
 
 impl std::fmt::Debug for Model {

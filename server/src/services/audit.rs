@@ -1,0 +1,667 @@
+//! The tamper-evident audit trail.
+//!
+//! `audit_events` is append-only. Each row carries `seq` (1, 2, 3, … with no
+//! gaps), `prev_hash` (the previous row's `hash`, 64 zeros for the first)
+//! and `hash` = SHA-256 over a canonical encoding (a JSON array in a fixed
+//! field order, prefixed with a version tag) of the row and `prev_hash`.
+//! Inserts are serialised (a process-wide mutex, plus a transaction-scoped
+//! advisory lock on PostgreSQL) so the chain stays linear under concurrent
+//! requests. Every `checkpoint_every` events the chain head is signed with
+//! HMAC-SHA256 under the server audit key into `audit_checkpoints`, so a
+//! truncated tail is detected too.
+//!
+//! [`verify`] walks the chain and names the first edited, deleted or
+//! reordered row.
+//!
+//! Rows hold no PHI: actors are user ids/usernames, gateway names or share
+//! link ids; studies are named by their (pseudonymous) Study Instance UID.
+
+use crate::db::entities::{audit_checkpoints, audit_events};
+use actix_web::HttpRequest;
+use chrono::{DateTime, SecondsFormat, Utc};
+use hmac::{Hmac, Mac};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// `prev_hash` of the first row.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const HASH_TAG: &[u8] = b"mado-audit-v1\n";
+/// Advisory lock key serialising audit inserts on PostgreSQL.
+const PG_LOCK_KEY: i64 = 0x6d61_646f_6175_6474;
+
+fn is_transient(e: &DbErr) -> bool {
+    if matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    ) {
+        return true;
+    }
+    let msg = e.to_string().to_ascii_lowercase();
+    msg.contains("database is locked") || msg.contains("deadlock detected")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit database: {0}")]
+    Db(#[from] DbErr),
+}
+
+/// Outcome of an audited action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Refused by policy (or unknown resource).
+    Denied,
+    /// Failed for another reason (bad credentials, bad passcode…).
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// Request facts recorded with each event.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    pub client_addr: String,
+    pub user_agent: String,
+    pub request_id: String,
+}
+
+impl RequestFacts {
+    /// From the request: the peer address (not a client-controlled
+    /// forwarding header), the user agent and the request id.
+    pub fn from_request(req: &HttpRequest) -> Self {
+        Self {
+            client_addr: req
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default(),
+            user_agent: req
+                .headers()
+                .get(actix_web::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            request_id: crate::request_id::current().unwrap_or_default(),
+        }
+    }
+}
+
+/// One event to append.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `user`, `gateway`, `share`, `api`, `anonymous` or `system`.
+    pub actor_kind: &'static str,
+    /// e.g. `42:alice`, `site-a`, `share:7`.
+    pub actor: String,
+    pub org_id: Option<i64>,
+    pub study_uid: Option<String>,
+    /// e.g. `login`, `study.view`, `share.create`.
+    pub action: String,
+    pub outcome: Outcome,
+    pub request: RequestFacts,
+    /// Short free text without PHI or secrets.
+    pub detail: String,
+}
+
+impl Event {
+    pub fn new(actor_kind: &'static str, actor: impl Into<String>, action: &str) -> Self {
+        Self {
+            actor_kind,
+            actor: actor.into(),
+            org_id: None,
+            study_uid: None,
+            action: action.to_owned(),
+            outcome: Outcome::Success,
+            request: RequestFacts::default(),
+            detail: String::new(),
+        }
+    }
+    pub fn org(mut self, org: Option<i64>) -> Self {
+        self.org_id = org;
+        self
+    }
+    pub fn study(mut self, study: Option<&str>) -> Self {
+        self.study_uid = study.map(str::to_owned);
+        self
+    }
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+    pub fn request(mut self, req: &HttpRequest) -> Self {
+        self.request = RequestFacts::from_request(req);
+        self
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
+/// The writer: holds the serialisation lock and the checkpoint key.
+pub struct AuditLog {
+    lock: tokio::sync::Mutex<()>,
+    key: Vec<u8>,
+    checkpoint_every: i64,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+fn clip(s: &str, max_chars: usize) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
+}
+
+/// The canonical, hashed form of a row (fixed field order).
+#[derive(Serialize)]
+struct Canonical<'a>(
+    i64,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<i64>,
+    Option<&'a str>,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+);
+
+/// SHA-256 (hex) of a row's canonical encoding.
+pub fn row_hash(r: &audit_events::Model) -> String {
+    let c = Canonical(
+        r.seq,
+        &r.at,
+        &r.actor_kind,
+        &r.actor,
+        r.org_id,
+        r.study_uid.as_deref(),
+        &r.action,
+        &r.outcome,
+        &r.client_addr,
+        &r.user_agent,
+        &r.request_id,
+        &r.detail,
+        &r.prev_hash,
+    );
+    let mut h = Sha256::new();
+    h.update(HASH_TAG);
+    // Serialising a tuple of strings and integers cannot fail.
+    h.update(serde_json::to_vec(&c).unwrap_or_default());
+    hex::encode(h.finalize())
+}
+
+fn sign(key: &[u8], seq: i64, hash: &str, at: &str) -> String {
+    match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(format!("mado-audit-checkpoint-v1|{seq}|{hash}|{at}").as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    }
+}
+
+fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+impl AuditLog {
+    pub fn new(key: &str, checkpoint_every: u32) -> Self {
+        Self {
+            lock: tokio::sync::Mutex::new(()),
+            key: key.as_bytes().to_vec(),
+            checkpoint_every: i64::from(checkpoint_every.max(1)),
+        }
+    }
+
+    /// Append `ev`; returns its `seq`. The caller fails the request if
+    /// this fails (fail closed).
+    ///
+    /// `seq` is the primary key, so two writers that raced for the same
+    /// position cannot both succeed (the chain never forks); the loser
+    /// retries.
+    pub async fn record(&self, db: &DatabaseConnection, ev: Event) -> Result<i64, AuditError> {
+        let _guard = self.lock.lock().await;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.append(db, &ev).await {
+                Err(AuditError::Db(e)) if attempt < 6 && is_transient(&e) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5u64 << attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn append(&self, db: &DatabaseConnection, ev: &Event) -> Result<i64, AuditError> {
+        if db.get_database_backend() == DbBackend::Postgres {
+            let txn = db.begin().await?;
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PG_LOCK_KEY})"))
+                .await?;
+            let seq = self.append_on(&txn, ev).await?;
+            txn.commit().await?;
+            Ok(seq)
+        } else {
+            // SQLite: no read-then-write transaction (it cannot upgrade a
+            // stale snapshot); the process-wide lock and the `seq` key
+            // keep the chain linear.
+            self.append_on(db, ev).await
+        }
+    }
+
+    async fn append_on<C: ConnectionTrait>(&self, c: &C, ev: &Event) -> Result<i64, AuditError> {
+        let last = audit_events::Entity::find()
+            .order_by_desc(audit_events::Column::Seq)
+            .limit(1)
+            .one(c)
+            .await?;
+        let (seq, prev_hash) = match last {
+            Some(l) => (l.seq + 1, l.hash),
+            None => (1, GENESIS.to_owned()),
+        };
+        let mut row = audit_events::Model {
+            seq,
+            at: timestamp(Utc::now()),
+            actor_kind: ev.actor_kind.to_owned(),
+            actor: clip(&ev.actor, 160),
+            org_id: ev.org_id,
+            study_uid: ev.study_uid.as_deref().map(|s| clip(s, 64)),
+            action: clip(&ev.action, 64),
+            outcome: ev.outcome.as_str().to_owned(),
+            client_addr: clip(&ev.request.client_addr, 64),
+            user_agent: clip(&ev.request.user_agent, 256),
+            request_id: clip(&ev.request.request_id, 64),
+            detail: clip(&ev.detail, 256),
+            prev_hash,
+            hash: String::new(),
+        };
+        row.hash = row_hash(&row);
+        let am: audit_events::ActiveModel = row.clone().into();
+        audit_events::Entity::insert(am)
+            .exec_without_returning(c)
+            .await?;
+        if seq % self.checkpoint_every == 0 {
+            self.checkpoint_in(c, seq, &row.hash).await?;
+        }
+        Ok(seq)
+    }
+
+    /// Sign the current chain head now (e.g. at shutdown or from the CLI).
+    pub async fn checkpoint(&self, db: &DatabaseConnection) -> Result<Option<i64>, AuditError> {
+        let _guard = self.lock.lock().await;
+        let Some(last) = audit_events::Entity::find()
+            .order_by_desc(audit_events::Column::Seq)
+            .limit(1)
+            .one(db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.checkpoint_in(db, last.seq, &last.hash).await?;
+        Ok(Some(last.seq))
+    }
+
+    async fn checkpoint_in<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        seq: i64,
+        hash: &str,
+    ) -> Result<(), AuditError> {
+        let at = timestamp(Utc::now());
+        let signature = sign(&self.key, seq, hash, &at);
+        audit_checkpoints::Entity::insert(audit_checkpoints::ActiveModel {
+            seq: Set(seq),
+            hash: Set(hash.to_owned()),
+            at: Set(at),
+            signature: Set(signature),
+            ..Default::default()
+        })
+        .exec_without_returning(db)
+        .await?;
+        Ok(())
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+/// Result of [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub rows: u64,
+    pub checkpoints: u64,
+    /// The first problem found, naming the row.
+    pub problem: Option<String>,
+}
+
+/// Walk the whole chain and the checkpoints.
+pub async fn verify(db: &DatabaseConnection, key: &[u8]) -> Result<VerifyReport, AuditError> {
+    const PAGE: u64 = 1000;
+    let mut expected_seq = 1i64;
+    let mut prev = GENESIS.to_owned();
+    let mut rows = 0u64;
+    let mut problem = None;
+    let mut pages = audit_events::Entity::find()
+        .order_by_asc(audit_events::Column::Seq)
+        .paginate(db, PAGE);
+    'outer: while let Some(batch) = pages.fetch_and_next().await? {
+        for r in batch {
+            rows += 1;
+            if r.seq != expected_seq {
+                problem = Some(if r.seq > expected_seq {
+                    format!(
+                        "row seq={expected_seq} is missing (deleted); next row is seq={}",
+                        r.seq
+                    )
+                } else {
+                    format!(
+                        "row seq={} is out of order (expected seq={expected_seq})",
+                        r.seq
+                    )
+                });
+                break 'outer;
+            }
+            if r.prev_hash != prev {
+                problem = Some(format!(
+                    "row seq={} does not link to the previous row (deleted, inserted or reordered)",
+                    r.seq
+                ));
+                break 'outer;
+            }
+            if row_hash(&r) != r.hash {
+                problem = Some(format!("row seq={} was edited (hash mismatch)", r.seq));
+                break 'outer;
+            }
+            prev = r.hash;
+            expected_seq += 1;
+        }
+    }
+    let head = expected_seq - 1;
+    let cps = audit_checkpoints::Entity::find()
+        .order_by_asc(audit_checkpoints::Column::Id)
+        .all(db)
+        .await?;
+    let checkpoints = cps.len() as u64;
+    if problem.is_none() {
+        for cp in &cps {
+            if sign(key, cp.seq, &cp.hash, &cp.at) != cp.signature {
+                problem = Some(format!(
+                    "checkpoint {} (seq={}) has a bad signature",
+                    cp.id, cp.seq
+                ));
+                break;
+            }
+            if cp.seq > head {
+                problem = Some(format!(
+                    "rows after seq={head} were deleted (signed checkpoint at seq={})",
+                    cp.seq
+                ));
+                break;
+            }
+            let row = audit_events::Entity::find()
+                .filter(audit_events::Column::Seq.eq(cp.seq))
+                .one(db)
+                .await?;
+            if row.map(|r| r.hash) != Some(cp.hash.clone()) {
+                problem = Some(format!(
+                    "row seq={} does not match its signed checkpoint",
+                    cp.seq
+                ));
+                break;
+            }
+        }
+    }
+    Ok(VerifyReport {
+        rows,
+        checkpoints,
+        problem,
+    })
+}
+
+/// Filters of [`query`].
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Matches the actor column exactly or its `id:` / `:username` part.
+    pub user: Option<String>,
+    pub study: Option<String>,
+    pub limit: Option<u64>,
+}
+
+/// Events matching `f`, oldest first.
+pub async fn query(
+    db: &DatabaseConnection,
+    f: &Filter,
+) -> Result<Vec<audit_events::Model>, AuditError> {
+    let mut q = audit_events::Entity::find().order_by_asc(audit_events::Column::Seq);
+    if let Some(from) = f.from {
+        q = q.filter(audit_events::Column::At.gte(timestamp(from)));
+    }
+    if let Some(to) = f.to {
+        q = q.filter(audit_events::Column::At.lt(timestamp(to)));
+    }
+    if let Some(study) = &f.study {
+        q = q.filter(audit_events::Column::StudyUid.eq(study.as_str()));
+    }
+    if let Some(user) = &f.user {
+        q = q.filter(
+            sea_orm::Condition::any()
+                .add(audit_events::Column::Actor.eq(user.as_str()))
+                .add(audit_events::Column::Actor.like(format!("%:{user}")))
+                .add(audit_events::Column::Actor.like(format!("{user}:%"))),
+        );
+    }
+    if let Some(limit) = f.limit {
+        q = q.limit(limit);
+    }
+    Ok(q.all(db).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_covers_every_field() {
+        let mut r = audit_events::Model {
+            seq: 1,
+            at: "2025-01-01T00:00:00.000000Z".into(),
+            actor_kind: "user".into(),
+            actor: "1:alice".into(),
+            org_id: Some(1),
+            study_uid: Some("2.25.1".into()),
+            action: "study.view".into(),
+            outcome: "success".into(),
+            client_addr: "127.0.0.1".into(),
+            user_agent: "x".into(),
+            request_id: "r".into(),
+            detail: String::new(),
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+        };
+        let h = row_hash(&r);
+        r.detail = "changed".into();
+        assert_ne!(h, row_hash(&r));
+        assert_eq!(h.len(), 64);
+        assert_ne!(sign(b"k", 1, &h, "t"), sign(b"k2", 1, &h, "t"));
+    }
+}
+
+/// DICOM / FHIR encodings of audit events.
+pub mod export {
+    use super::audit_events::Model;
+    use serde_json::{json, Value};
+
+    /// `(EventID code, display, EventActionCode, EventTypeCode)` of an action.
+    fn event_code(
+        action: &str,
+    ) -> (
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<(&'static str, &'static str)>,
+    ) {
+        match action {
+            "login" => (
+                "110114",
+                "User Authentication",
+                "E",
+                Some(("110122", "Login")),
+            ),
+            "logout" | "logout.everywhere" => (
+                "110114",
+                "User Authentication",
+                "E",
+                Some(("110123", "Logout")),
+            ),
+            "study.search" => ("110112", "Query", "E", None),
+            "study.download" => ("110106", "Export", "R", None),
+            a if a.starts_with("share.") || a.starts_with("grant.") || a.starts_with("admin.") => {
+                ("110110", "Patient Record", "U", None)
+            }
+            _ => ("110110", "Patient Record", "R", None),
+        }
+    }
+
+    fn outcome_code(outcome: &str) -> &'static str {
+        match outcome {
+            "success" => "0",
+            "denied" => "4",
+            _ => "8",
+        }
+    }
+
+    fn xml_escape(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&quot;"),
+                '\'' => out.push_str("&apos;"),
+                c if c.is_control() => {}
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// One DICOM audit message (PS3.15 A.5) per event, wrapped in an
+    /// `<AuditMessages>` element.
+    pub fn dicom_xml(rows: &[Model]) -> String {
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<AuditMessages>\n");
+        for r in rows {
+            let (code, display, action, ty) = event_code(&r.action);
+            out.push_str("<AuditMessage>\n");
+            out.push_str(&format!(
+                "  <EventIdentification EventActionCode=\"{action}\" EventDateTime=\"{}\" EventOutcomeIndicator=\"{}\">\n",
+                xml_escape(&r.at),
+                outcome_code(&r.outcome)
+            ));
+            out.push_str(&format!(
+                "    <EventID csd-code=\"{code}\" codeSystemName=\"DCM\" originalText=\"{display}\"/>\n"
+            ));
+            if let Some((tc, td)) = ty {
+                out.push_str(&format!(
+                    "    <EventTypeCode csd-code=\"{tc}\" codeSystemName=\"DCM\" originalText=\"{td}\"/>\n"
+                ));
+            }
+            out.push_str("  </EventIdentification>\n");
+            out.push_str(&format!(
+                "  <ActiveParticipant UserID=\"{}\" UserIsRequestor=\"true\" NetworkAccessPointID=\"{}\" NetworkAccessPointTypeCode=\"2\"/>\n",
+                xml_escape(&format!("{}/{}", r.actor_kind, r.actor)),
+                xml_escape(&r.client_addr)
+            ));
+            out.push_str("  <AuditSourceIdentification AuditSourceID=\"mado-server\"/>\n");
+            if let Some(study) = &r.study_uid {
+                out.push_str(&format!(
+                    "  <ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\">\n    <ParticipantObjectIDTypeCode csd-code=\"110180\" codeSystemName=\"DCM\" originalText=\"Study Instance UID\"/>\n  </ParticipantObjectIdentification>\n",
+                    xml_escape(study)
+                ));
+            }
+            out.push_str("</AuditMessage>\n");
+        }
+        out.push_str("</AuditMessages>\n");
+        out
+    }
+
+    /// A FHIR R4 `Bundle` (type `collection`) of `AuditEvent` resources.
+    pub fn fhir_bundle(rows: &[Model]) -> Value {
+        let entries: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                let (code, display, action, ty) = event_code(&r.action);
+                let mut ev = json!({
+                    "resourceType": "AuditEvent",
+                    "id": format!("mado-audit-{}", r.seq),
+                    "type": {
+                        "system": "http://dicom.nema.org/resources/ontology/DCM",
+                        "code": code,
+                        "display": display
+                    },
+                    "action": action,
+                    "recorded": r.at,
+                    "outcome": outcome_code(&r.outcome),
+                    "outcomeDesc": r.action,
+                    "agent": [{
+                        "who": { "display": format!("{}/{}", r.actor_kind, r.actor) },
+                        "requestor": true,
+                        "network": { "address": r.client_addr, "type": "2" }
+                    }],
+                    "source": { "observer": { "display": "mado-server" } }
+                });
+                if let Some((tc, td)) = ty {
+                    ev["subtype"] = json!([{
+                        "system": "http://dicom.nema.org/resources/ontology/DCM",
+                        "code": tc,
+                        "display": td
+                    }]);
+                }
+                if let Some(study) = &r.study_uid {
+                    ev["entity"] = json!([{
+                        "what": { "identifier": {
+                            "system": "urn:dicom:uid",
+                            "value": format!("urn:oid:{study}")
+                        }},
+                        "type": {
+                            "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                            "code": "2",
+                            "display": "System Object"
+                        }
+                    }]);
+                }
+                json!({ "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()), "resource": ev })
+            })
+            .collect();
+        json!({
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": entries
+        })
+    }
+}

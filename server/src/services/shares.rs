@@ -1,0 +1,301 @@
+//! Share links: a random token (256 bits, shown once, stored as SHA-256)
+//! opening one study, with an expiry, an optional passcode (argon2id), an
+//! optional use limit and an optional pixels-only restriction.
+//!
+//! Opening a link (`GET /s/{token}`, then the passcode form if needed)
+//! counts one use atomically (`UPDATE … SET uses = uses + 1 WHERE … AND
+//! uses < max_uses`), so concurrent openings never exceed the limit, and
+//! starts a share session (its own cookie) whose principal is
+//! [`Principal::ShareLink`]: that one study, nothing else.
+
+use crate::access::Principal;
+use crate::config::SecuritySettings;
+use crate::db::entities::{share_links, share_sessions, studies};
+use crate::services::auth::{hash_password, random_token, token_digest, verify_password};
+use crate::services::cpu;
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+
+/// Name of the share session cookie.
+pub const SHARE_COOKIE: &str = "mado_share";
+/// Longest share session.
+const SESSION_HOURS: i64 = 12;
+/// How long a link stays locked after too many wrong passcodes.
+const LOCK_MINUTES: i64 = 15;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    #[error("hashing: {0}")]
+    Hash(String),
+    #[error(transparent)]
+    Cpu(#[from] cpu::CpuError),
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct NewShare {
+    pub expires_in: Duration,
+    pub passcode: Option<String>,
+    pub max_uses: Option<i32>,
+    pub pixels_only: bool,
+}
+
+/// A created link; `token` is shown once and never stored.
+#[derive(Clone)]
+pub struct CreatedShare {
+    pub id: i64,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for CreatedShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedShare")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub async fn create<C: ConnectionTrait>(
+    db: &C,
+    study_id: i64,
+    created_by: Option<i64>,
+    new: NewShare,
+) -> Result<CreatedShare, ShareError> {
+    let passcode_hash = match new.passcode {
+        Some(p) => Some(
+            cpu::run(move || hash_password(&p))
+                .await?
+                .map_err(|e| ShareError::Hash(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let token = random_token(32);
+    let now = Utc::now();
+    let expires_at = now + new.expires_in;
+    let res = share_links::Entity::insert(share_links::ActiveModel {
+        study_id: Set(study_id),
+        token_hash: Set(token_digest(&token)),
+        created_by: Set(created_by),
+        created_at: Set(now),
+        expires_at: Set(expires_at),
+        passcode_hash: Set(passcode_hash),
+        max_uses: Set(new.max_uses),
+        uses: Set(0),
+        pixels_only: Set(new.pixels_only),
+        revoked_at: Set(None),
+        failed_attempts: Set(0),
+        locked_until: Set(None),
+        ..Default::default()
+    })
+    .exec(db)
+    .await?;
+    Ok(CreatedShare {
+        id: res.last_insert_id,
+        token,
+        expires_at,
+    })
+}
+
+/// Outcome of [`open`].
+#[derive(Debug)]
+pub enum Opened {
+    /// A share session started: its cookie token and the study.
+    Session {
+        share_id: i64,
+        session_token: String,
+        study_uid: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// The link needs its passcode.
+    NeedPasscode { share_id: i64 },
+    /// Wrong passcode (`locked` once the attempts are used up).
+    WrongPasscode { share_id: i64, locked: bool },
+    /// Locked after too many wrong passcodes.
+    Locked { share_id: i64 },
+    /// No uses left.
+    Exhausted { share_id: i64 },
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+fn well_formed(token: &str) -> bool {
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The live (not revoked, not expired) link behind `token`.
+pub async fn find_live<C: ConnectionTrait>(
+    db: &C,
+    token: &str,
+) -> Result<Option<share_links::Model>, DbErr> {
+    if !well_formed(token) {
+        return Ok(None);
+    }
+    share_links::Entity::find()
+        .filter(share_links::Column::TokenHash.eq(token_digest(token)))
+        .filter(share_links::Column::RevokedAt.is_null())
+        .filter(share_links::Column::ExpiresAt.gt(Utc::now()))
+        .one(db)
+        .await
+}
+
+/// Open the link `token` with an optional `passcode`.
+pub async fn open<C: ConnectionTrait>(
+    db: &C,
+    security: &SecuritySettings,
+    token: &str,
+    passcode: Option<&str>,
+) -> Result<Opened, ShareError> {
+    let now = Utc::now();
+    let Some(link) = find_live(db, token).await? else {
+        return Ok(Opened::Invalid);
+    };
+    let share_id = link.id;
+    if link.locked_until.is_some_and(|t| now < t) {
+        return Ok(Opened::Locked { share_id });
+    }
+    if let Some(hash) = link.passcode_hash.clone() {
+        let Some(passcode) = passcode.filter(|p| !p.is_empty() && p.len() <= 256) else {
+            return Ok(Opened::NeedPasscode { share_id });
+        };
+        let passcode = passcode.to_owned();
+        let ok = cpu::run(move || verify_password(&hash, &passcode)).await?;
+        if !ok {
+            // Counted atomically; the lock follows from the new count.
+            share_links::Entity::update_many()
+                .col_expr(
+                    share_links::Column::FailedAttempts,
+                    Expr::col(share_links::Column::FailedAttempts).add(1),
+                )
+                .filter(share_links::Column::Id.eq(share_id))
+                .exec(db)
+                .await?;
+            let attempts = i64::from(link.failed_attempts) + 1;
+            let locked = attempts >= i64::from(Ord::max(security.share_passcode_attempts, 1));
+            if locked {
+                share_links::Entity::update_many()
+                    .col_expr(
+                        share_links::Column::LockedUntil,
+                        Expr::value(Some(now + Duration::minutes(LOCK_MINUTES))),
+                    )
+                    .col_expr(share_links::Column::FailedAttempts, Expr::value(0))
+                    .filter(share_links::Column::Id.eq(share_id))
+                    .exec(db)
+                    .await?;
+            }
+            return Ok(Opened::WrongPasscode { share_id, locked });
+        }
+        if link.failed_attempts != 0 {
+            share_links::Entity::update_many()
+                .col_expr(share_links::Column::FailedAttempts, Expr::value(0))
+                .filter(share_links::Column::Id.eq(share_id))
+                .exec(db)
+                .await?;
+        }
+    }
+    // Count the use atomically.
+    let counted = share_links::Entity::update_many()
+        .col_expr(
+            share_links::Column::Uses,
+            Expr::col(share_links::Column::Uses).add(1),
+        )
+        .filter(share_links::Column::Id.eq(share_id))
+        .filter(share_links::Column::RevokedAt.is_null())
+        .filter(
+            sea_orm::Condition::any()
+                .add(share_links::Column::MaxUses.is_null())
+                .add(
+                    Expr::col(share_links::Column::Uses)
+                        .lt(Expr::col(share_links::Column::MaxUses)),
+                ),
+        )
+        .exec(db)
+        .await?;
+    if counted.rows_affected == 0 {
+        return Ok(Opened::Exhausted { share_id });
+    }
+    let Some(study) = studies::Entity::find_by_id(link.study_id).one(db).await? else {
+        return Ok(Opened::Invalid);
+    };
+    let session_token = random_token(32);
+    let expires_at = Ord::min(link.expires_at, now + Duration::hours(SESSION_HOURS));
+    share_sessions::Entity::insert(share_sessions::ActiveModel {
+        id: Set(token_digest(&session_token)),
+        share_id: Set(share_id),
+        created_at: Set(now),
+        expires_at: Set(expires_at),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(Opened::Session {
+        share_id,
+        session_token,
+        study_uid: study.study_uid,
+        expires_at,
+    })
+}
+
+/// The principal of a share session cookie, if the session and its link
+/// are still live.
+pub async fn resolve_session<C: ConnectionTrait>(
+    db: &C,
+    session_token: &str,
+) -> Result<Option<Principal>, DbErr> {
+    let now = Utc::now();
+    let Some(session) = share_sessions::Entity::find_by_id(token_digest(session_token))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if session.expires_at <= now {
+        return Ok(None);
+    }
+    let Some(link) = share_links::Entity::find_by_id(session.share_id)
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if link.revoked_at.is_some() || link.expires_at <= now {
+        return Ok(None);
+    }
+    Ok(Some(Principal::ShareLink {
+        share_id: link.id,
+        study_id: link.study_id,
+        pixels_only: link.pixels_only,
+    }))
+}
+
+/// Revoke link `share_id` of study `study_id` and end its sessions;
+/// `false` when there is no such live link.
+pub async fn revoke<C: ConnectionTrait>(
+    db: &C,
+    study_id: i64,
+    share_id: i64,
+) -> Result<bool, DbErr> {
+    let res = share_links::Entity::update_many()
+        .col_expr(
+            share_links::Column::RevokedAt,
+            Expr::value(Some(Utc::now())),
+        )
+        .filter(share_links::Column::Id.eq(share_id))
+        .filter(share_links::Column::StudyId.eq(study_id))
+        .filter(share_links::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    if res.rows_affected == 0 {
+        return Ok(false);
+    }
+    share_sessions::Entity::delete_many()
+        .filter(share_sessions::Column::ShareId.eq(share_id))
+        .exec(db)
+        .await?;
+    Ok(true)
+}
