@@ -38,6 +38,12 @@ pg_answers() {
   (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
 }
 
+PY_PKGS=('moto[server]' dicomweb-client pydicom requests)
+venv_ready() {
+  [ -x "$ROOT/.tools/venv/bin/moto_server" ] &&
+    "$ROOT/.tools/venv/bin/python" -c 'import moto, dicomweb_client, pydicom, requests' >/dev/null 2>&1
+}
+
 # ---------------------------------------------------------------- apt
 APT=()
 have_dcmtk || APT+=(dcmtk)
@@ -48,8 +54,11 @@ have node || APT+=(nodejs)
 have npm || APT+=(npm)
 FRESH_PG=0
 if ! pg_answers && ! have pg_ctlcluster; then APT+=(postgresql); FRESH_PG=1; fi
-# venv/pip are only needed when moto_server has to be installed
-if ! have moto_server && [ ! -x "$ROOT/.tools/venv/bin/moto_server" ]; then
+# the JPEG-LS codec (dicom-pixeldata feature charls) builds with cmake and a C++ compiler
+have cmake || APT+=(cmake)
+have g++ || APT+=(g++)
+# Python test peers live in .tools/venv (moto S3 server, dicomweb-client)
+if ! venv_ready; then
   { have python3 && python3 -c 'import venv, ensurepip' >/dev/null 2>&1; } || APT+=(python3-venv)
   { have python3 && python3 -m pip --version >/dev/null 2>&1; } || APT+=(python3-pip)
 fi
@@ -66,26 +75,29 @@ else
   log "system packages: nothing to install"
 fi
 
-# ---------------------------------------------------------------- moto
-if have moto_server; then
-  log "moto_server: $(command -v moto_server)"
-elif [ -x "$ROOT/.tools/venv/bin/moto_server" ]; then
-  log "moto_server: $ROOT/.tools/venv/bin/moto_server"
+# ---------------------------------------------------------------- python peers
+if venv_ready; then
+  log "python peers: present in .tools/venv"
 else
-  log "installing moto[server] into .tools/venv"
-  python3 -m venv "$ROOT/.tools/venv"
+  log "installing ${PY_PKGS[*]} into .tools/venv"
+  [ -x "$ROOT/.tools/venv/bin/python" ] || python3 -m venv "$ROOT/.tools/venv"
   "$ROOT/.tools/venv/bin/pip" install -q --upgrade pip
-  "$ROOT/.tools/venv/bin/pip" install -q 'moto[server]'
+  "$ROOT/.tools/venv/bin/pip" install -q "${PY_PKGS[@]}"
 fi
 
-# ---------------------------------------------------------------- playwright-core
-if [ -d "$ROOT/tests/browser/node_modules/playwright-core" ]; then
-  log "playwright-core: present"
-else
-  log "npm install in tests/browser (playwright-core; the browser is /usr/bin/chromium)"
-  export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
-  ( cd "$ROOT/tests/browser" && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; } )
-fi
+# ---------------------------------------------------------------- npm packages
+# tests/browser: playwright-core (the browser is /usr/bin/chromium);
+# tests/oidc: oidc-provider, the real OpenID Provider of the OIDC tests.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+for dir in browser:playwright-core oidc:oidc-provider; do
+  sub="${dir%%:*}"; pkg="${dir#*:}"
+  if [ -d "$ROOT/tests/$sub/node_modules/$pkg" ]; then
+    log "$pkg: present"
+  else
+    log "npm install in tests/$sub ($pkg)"
+    ( cd "$ROOT/tests/$sub" && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; } )
+  fi
+done
 
 # ---------------------------------------------------------------- PostgreSQL
 if pg_answers; then

@@ -582,7 +582,9 @@ async fn compressed(app: &TestApp) {
         .unwrap();
     assert_eq!(res.status(), 200);
     let body = res.bytes().await.unwrap();
-    let mut reader = png::Decoder::new(std::io::Cursor::new(body)).read_info().unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(body))
+        .read_info()
+        .unwrap();
     let mut px = vec![0; reader.output_buffer_size().unwrap()];
     reader.next_frame(&mut px).unwrap();
     let reference = server::services::render::render_frame(&native.bytes, 0).unwrap();
@@ -600,7 +602,10 @@ async fn compressed(app: &TestApp) {
     assert!(ctype.contains("image/jls"), "{ctype}");
     let res = c
         .get(app.url(&format!("{inst}/frames/1")))
-        .header("accept", r#"multipart/related; type="application/octet-stream""#)
+        .header(
+            "accept",
+            r#"multipart/related; type="application/octet-stream""#,
+        )
         .send()
         .await
         .unwrap();
@@ -609,6 +614,10 @@ async fn compressed(app: &TestApp) {
     let body = res.bytes().await.unwrap();
     let parts = multipart::parse(&body, &multipart::boundary_of(&ctype).unwrap()).unwrap();
     let tail = &native.bytes[native.bytes.len() - 64 * 64 * 2..];
-    assert_eq!(&parts[0].body[..], tail, "decoded frame equals the native pixels");
+    assert_eq!(
+        &parts[0].body[..],
+        tail,
+        "decoded frame equals the native pixels"
+    );
 }
 crate::both_backends!(compressed_rs, crate::dicomweb::compressed);
