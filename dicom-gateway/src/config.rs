@@ -26,6 +26,12 @@ pub struct GatewayConfig {
     pub server: ServerConfig,
     pub deid: DeidConfig,
     pub upload: UploadConfig,
+    /// `[admin]`: local HTTP status endpoint.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// `[vault]`: the on-prem encrypted pseudonym vault.
+    #[serde(default)]
+    pub vault: crate::vault::VaultConfig,
 }
 
 /// `[dicom]`: the DIMSE SCP.
@@ -46,6 +52,70 @@ pub struct DicomConfig {
     pub max_associations: usize,
     /// Abort an association after this many seconds without a PDU.
     pub idle_timeout_secs: u64,
+    /// Who may open associations: calling AE titles, each optionally bound
+    /// to source addresses. Empty: any calling AE from any address.
+    #[serde(default)]
+    pub allowed: Vec<AllowedPeer>,
+    /// SOP Class UIDs accepted in addition to the standard storage classes
+    /// (private or newer classes), stored as received.
+    #[serde(default)]
+    pub extra_sop_classes: Vec<String>,
+    /// `[dicom.tls]`: a second, TLS listener (PS3.15 Annex B). Absent: none.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[dicom.tls]`: DICOM over TLS on its own port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (server certificate first).
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificate(s): when set, clients must present a certificate
+    /// issued by one of them (mutual TLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Listen address of the TLS listener, `HOST:PORT` (port 0 = any free port).
+    pub bind: String,
+}
+
+/// One `[[dicom.allowed]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedPeer {
+    /// Calling AE title (compared without trailing spaces, case-sensitive).
+    #[serde(deserialize_with = "lenient_string")]
+    pub ae_title: String,
+    /// Source addresses: IPs or CIDR networks (`10.0.0.0/24`, `::1`).
+    /// Empty: any address.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+impl AllowedPeer {
+    /// The parsed `hosts` (a plain IP is a /32 or /128 network).
+    pub fn networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.hosts
+            .iter()
+            .map(|h| {
+                let h = h.trim();
+                h.parse::<ipnet::IpNet>()
+                    .or_else(|_| h.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{h:?} is not an IP address or CIDR network"))
+            })
+            .collect()
+    }
+}
+
+/// `[admin]`: local HTTP status endpoint (JSON `/status`, Prometheus
+/// `/metrics`). Empty `bind`: off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default)]
+    pub bind: String,
 }
 
 /// `[spool]`: the durable on-premises spool.
@@ -67,18 +137,31 @@ pub struct ServerConfig {
     pub token: SecretString,
 }
 
-/// `[deid]`: keyed pseudonymisation.
+/// `[deid]`: keyed pseudonymisation and the PS3.15 Annex E engine options
+/// (every other key of the section is a field of [`mado_core::deid::DeidConfig`],
+/// which rejects unknown keys).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeidConfig {
     /// Site secret keying pseudonyms and UID remapping (HMAC-SHA256).
     #[serde(deserialize_with = "lenient_secret")]
     pub secret: SecretString,
-    /// Root of remapped UIDs (a valid UID of at most 43 characters). In the
+    /// Root of remapped UIDs (a valid UID of at most 24 characters, engine limit). In the
     /// environment, quote a root with a single dot so it is not read as a
     /// number: `MADO_GATEWAY__DEID__UID_ROOT='"2.25"'`.
     #[serde(deserialize_with = "lenient_string")]
     pub uid_root: String,
+    /// Engine options (`uid_root` above takes precedence over the engine's own).
+    #[serde(flatten)]
+    pub profile: mado_core::deid::DeidConfig,
+}
+
+impl DeidConfig {
+    /// The engine configuration: the profile options with our `uid_root`.
+    pub fn engine_config(&self) -> mado_core::deid::DeidConfig {
+        let mut c = self.profile.clone();
+        c.uid_root = self.uid_root.clone();
+        c
+    }
 }
 
 /// `[upload]`: the background upload worker.
@@ -186,6 +269,37 @@ impl GatewayConfig {
         if self.dicom.idle_timeout_secs == 0 {
             return bad("dicom.idle_timeout_secs", "expected at least 1");
         }
+        for (i, uid) in self.dicom.extra_sop_classes.iter().enumerate() {
+            if mado_core::Uid::parse(uid.trim()).is_err() {
+                return bad(
+                    &format!("dicom.extra_sop_classes[{i}]"),
+                    "expected a valid UID (digits and dots, at most 64 characters)",
+                );
+            }
+        }
+        for (i, a) in self.dicom.allowed.iter().enumerate() {
+            let t = a.ae_title.trim();
+            if t.is_empty()
+                || t.len() > 16
+                || !t.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+            {
+                return bad(
+                    &format!("dicom.allowed[{i}].ae_title"),
+                    "expected 1-16 printable ASCII characters without backslash",
+                );
+            }
+            if let Err(e) = a.networks() {
+                return bad(&format!("dicom.allowed[{i}].hosts"), &e);
+            }
+        }
+        if let Some(tls) = &self.dicom.tls {
+            if tls.bind.trim().is_empty() {
+                return bad("dicom.tls.bind", "expected HOST:PORT, e.g. \"0.0.0.0:2762\"");
+            }
+            if let Err(e) = crate::tls::server_config(tls) {
+                return Err(ConfigError(e.to_string()));
+            }
+        }
         match self.storage.kind {
             StoreKind::Local
                 if self
@@ -211,16 +325,24 @@ impl GatewayConfig {
         if self.server.token.expose_secret().trim().is_empty() {
             return bad("server.token", "expected a non-empty token");
         }
-        if self.deid.secret.expose_secret().len() < 8 {
-            return bad("deid.secret", "expected at least 8 characters");
+        if self.deid.secret.expose_secret().len() < 16 {
+            return bad("deid.secret", "expected at least 16 characters");
         }
+
         if mado_core::Uid::parse(&self.deid.uid_root).is_err()
             || self.deid.uid_root.len() + 1 + MIN_UID_SUFFIX_DIGITS > 64
+            || self.deid.uid_root.len() > 24
         {
             return bad(
                 "deid.uid_root",
-                "expected a valid UID root of at most 43 characters (e.g. \"2.25\")",
+                "expected a valid UID root of at most 24 characters (e.g. \"2.25\")",
             );
+        }
+        if let Err(e) = self.deid.engine_config().validate() {
+            return bad("deid", &e.to_string());
+        }
+        if let Err(e) = self.vault.validate() {
+            return Err(ConfigError(e));
         }
         if self.upload.concurrency == 0 || self.upload.concurrency > 256 {
             return bad("upload.concurrency", "expected a value from 1 to 256");
@@ -324,6 +446,27 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn allow_list_parses_and_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("gw.toml");
+        std::fs::write(
+            &f,
+            "[[dicom.allowed]]\nae_title = \"CT01\"\nhosts = [\"10.0.0.0/24\", \"127.0.0.1\", \"::1\"]\n[[dicom.allowed]]\nae_title = \"ANY\"\n",
+        )
+        .unwrap();
+        let cfg = GatewayConfig::load(Some(&f)).unwrap();
+        assert_eq!(cfg.dicom.allowed.len(), 2);
+        assert_eq!(cfg.dicom.allowed[0].networks().unwrap().len(), 3);
+        std::fs::write(
+            &f,
+            "[[dicom.allowed]]\nae_title = \"CT01\"\nhosts = [\"10.0.0.0/33\"]\n",
+        )
+        .unwrap();
+        let err = GatewayConfig::load(Some(&f)).unwrap_err().to_string();
+        assert!(err.contains("dicom.allowed[0].hosts"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub const STATUS_SUCCESS: u16 = 0x0000;
 pub const STATUS_SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
 /// Error: Cannot understand.
 pub const STATUS_CANNOT_UNDERSTAND: u16 = 0xC000;
+/// Processing failure (PS3.7 C.4.2): C-ECHO when the spool is unusable.
+pub const STATUS_PROCESSING_FAILURE: u16 = 0x0110;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -87,12 +89,17 @@ fn ui(tag: dicom_core::Tag, v: &str) -> DataElement<InMemDicomObject> {
 
 /// C-ECHO-RSP (success) for `message_id`.
 pub fn echo_response(message_id: u16) -> Result<Vec<u8>, CommandError> {
+    echo_response_status(message_id, STATUS_SUCCESS)
+}
+
+/// C-ECHO-RSP with `status` for `message_id`.
+pub fn echo_response_status(message_id: u16, status: u16) -> Result<Vec<u8>, CommandError> {
     encode(InMemDicomObject::command_from_element_iter([
         ui(tags::AFFECTED_SOP_CLASS_UID, uids::VERIFICATION),
         us(tags::COMMAND_FIELD, C_ECHO_RSP),
         us(tags::MESSAGE_ID_BEING_RESPONDED_TO, message_id),
         us(tags::COMMAND_DATA_SET_TYPE, NO_DATA_SET),
-        us(tags::STATUS, STATUS_SUCCESS),
+        us(tags::STATUS, status),
     ]))
 }
 

@@ -6,13 +6,19 @@
 //! fsync, rename, fsync dir, *then* C-STORE success) → **de-identify**
 //! ([`deid`]) or quarantine → **upload** + **register** ([`upload`]).
 
+pub mod admin;
 pub mod config;
 pub mod deid;
+pub mod deid_cmd;
 pub mod dimse;
+pub mod quarantine;
+pub mod quarantine_http;
 pub mod scp;
 pub mod sop_classes;
 pub mod spool;
+pub mod tls;
 pub mod upload;
+pub mod vault;
 
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -37,8 +43,12 @@ pub enum GatewayError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("de-identification: {0}")]
+    Deid(#[from] deid::PipelineError),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("DICOM TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A bound, not yet running gateway.
@@ -47,6 +57,9 @@ pub struct Gateway {
     listener: TcpListener,
     spool: spool::Spool,
     local_addr: SocketAddr,
+    admin_routes: admin::AdminRoutes,
+    /// `[dicom.tls]`: the TLS listener, its address and server configuration.
+    tls: Option<(TcpListener, SocketAddr, Arc<rustls::ServerConfig>)>,
 }
 
 impl Gateway {
@@ -72,17 +85,43 @@ impl Gateway {
             addr: cfg.dicom.bind.clone(),
             source,
         })?;
+        let tls = match &cfg.dicom.tls {
+            None => None,
+            Some(t) => {
+                let config = tls::server_config(t)?;
+                let bind_err = |source| GatewayError::Bind {
+                    addr: t.bind.clone(),
+                    source,
+                };
+                let l = TcpListener::bind(t.bind.trim()).await.map_err(bind_err)?;
+                let addr = l.local_addr().map_err(bind_err)?;
+                Some((l, addr, config))
+            }
+        };
         Ok(Self {
             cfg,
             listener,
             spool,
             local_addr,
+            admin_routes: Vec::new(),
+            tls,
         })
+    }
+
+    /// Mount extra pages on the admin endpoint (`[admin] bind`).
+    pub fn with_admin_routes(mut self, routes: admin::AdminRoutes) -> Self {
+        self.admin_routes.extend(routes);
+        self
     }
 
     /// The address the SCP is bound to (the real port when configured as 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the DICOM TLS listener, when `[dicom.tls]` is set.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|(_, a, _)| *a)
     }
 
     /// Serve until SIGINT/SIGTERM.
@@ -92,20 +131,46 @@ impl Gateway {
             listener,
             spool,
             local_addr,
+            admin_routes,
+            tls,
         } = self;
+        let admin = if cfg.admin.bind.trim().is_empty() {
+            None
+        } else {
+            let (server, addr) = admin::serve(cfg.admin.bind.trim(), spool.clone(), admin_routes)
+                .map_err(|source| GatewayError::Bind {
+                addr: cfg.admin.bind.clone(),
+                source,
+            })?;
+            info!(admin = %addr, "admin endpoint listening (/status, /metrics)");
+            let handle = server.handle();
+            tokio::spawn(server);
+            Some(handle)
+        };
         if cfg.server.token.expose_secret() == "mado-demo-gateway-token" {
             warn!(
                 "server.token is the demo default; set MADO_GATEWAY__SERVER__TOKEN in production"
             );
         }
         let (wake_tx, wake_rx) = mpsc::unbounded_channel();
-        let scp = Arc::new(scp::Scp::new(&cfg.dicom, spool.clone(), wake_tx));
+        let mut scp = scp::Scp::new(&cfg.dicom, spool.clone(), wake_tx);
+        let tls_listener = match tls {
+            Some((l, addr, config)) => {
+                scp = scp.with_tls(config);
+                info!(
+                    dicom_tls = %addr,
+                    mutual = cfg.dicom.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+                    "DICOM TLS listener"
+                );
+                Some(l)
+            }
+            None => None,
+        };
+        let scp = Arc::new(scp);
 
         let upload_task = if cfg.upload.enabled {
-            let params = deid::DeidParams::new(
-                cfg.deid.secret.expose_secret().as_bytes(),
-                &cfg.deid.uid_root,
-            );
+            // the engine is built once and shared by every upload worker
+            let params = Arc::new(deid::Pipeline::from_config(&cfg)?);
             let (storage, upload_cfg, server) =
                 (cfg.storage.clone(), cfg.upload.clone(), cfg.server.clone());
             let spool = spool.clone();
@@ -139,6 +204,7 @@ impl Gateway {
         };
         scp.serve(
             listener,
+            tls_listener,
             cfg.dicom.max_associations,
             shutdown,
             std::time::Duration::from_secs(10),
@@ -148,6 +214,9 @@ impl Gateway {
         // and the next start resumes it (keys and bytes are deterministic).
         if let Some(t) = upload_task {
             t.abort();
+        }
+        if let Some(h) = admin {
+            h.stop(false).await;
         }
         Ok(())
     }

@@ -22,10 +22,24 @@ struct Cli {
     command: Option<Command>,
 }
 
+// One variant per subcommand; each dispatches to a function below (or in
+// its own module), so new subcommands are one variant + one match arm.
 #[derive(Subcommand)]
 enum Command {
     /// Run the DICOM SCP and the upload worker (default).
     Serve,
+    /// Print the spool state as JSON (pending / failed / quarantined counts
+    /// and bytes, age of the oldest pending instance). Safe next to a
+    /// running gateway: reads only.
+    Status,
+    /// Pseudonym vault: re-identify a pseudonymous study or patient (audited).
+    #[command(subcommand)]
+    Vault(dicom_gateway::vault::VaultCmd),
+    /// Quarantine review: list, release, delete.
+    #[command(subcommand)]
+    Quarantine(dicom_gateway::quarantine::QuarantineCmd),
+    /// Batch de-identification of a directory tree (same engine and key as the gateway).
+    Deid(dicom_gateway::deid_cmd::DeidArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +53,38 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cfg),
+        Command::Status => status(&cfg),
+        Command::Vault(c) => dicom_gateway::vault::main(&cfg, c),
+        Command::Quarantine(c) => dicom_gateway::quarantine::main(&cfg, c),
+        Command::Deid(a) => dicom_gateway::deid_cmd::main(&cfg, a),
+    }
+}
+
+fn status(cfg: &GatewayConfig) -> ExitCode {
+    let spool = dicom_gateway::spool::Spool::at(&cfg.spool.dir);
+    match spool.stats() {
+        Ok(st) => {
+            let v = serde_json::json!({
+                "spool": cfg.spool.dir.display().to_string(),
+                "incoming": st.incoming,
+                "pending": st.pending,
+                "pending_bytes": st.pending_bytes,
+                "failed": st.failed,
+                "failed_bytes": st.failed_bytes,
+                "quarantined": st.quarantined,
+                "quarantined_bytes": st.quarantined_bytes,
+                "oldest_pending_secs": st.oldest_pending_secs,
+            });
+            println!("{v:#}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "mado-gateway status: cannot read spool {}: {e}",
+                cfg.spool.dir.display()
+            );
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -62,7 +108,10 @@ fn serve(cfg: GatewayConfig) -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        let gw = Gateway::build(cfg).await?;
+        dicom_gateway::quarantine_http::install(&cfg);
+        let gw = Gateway::build(cfg)
+            .await?
+            .with_admin_routes(vec![dicom_gateway::quarantine_http::routes]);
         let addr = gw.local_addr();
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "mado-gateway listening dicom={addr}");

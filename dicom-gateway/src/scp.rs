@@ -19,6 +19,7 @@ use dicom_ul::pdu::{
     UserIdentity,
 };
 use dicom_ul::{Pdu, ServerAssociationOptions};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,34 +28,114 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-/// Accept associations by Called AE Title (or any, when not checking).
-#[derive(Debug, Clone, Copy)]
-pub struct CalledAe {
-    check: bool,
+/// Who may open an association: the Called AE Title (when checked) and the
+/// calling AE allow-list, each entry optionally bound to source networks.
+/// Rejections carry the PS3.8 reasons: calling AE title not recognized (3),
+/// called AE title not recognized (7), both "rejected-permanent".
+#[derive(Debug, Clone)]
+pub struct PeerAccess {
+    check_called: bool,
+    /// Empty: anyone may send.
+    allowed: Arc<Vec<(String, Vec<ipnet::IpNet>)>>,
+    /// Source address of the connection being negotiated.
+    peer: Option<IpAddr>,
 }
 
-impl AccessControl for CalledAe {
-    fn check_access(
-        &self,
-        this_ae_title: &str,
-        _calling_ae_title: &str,
-        called_ae_title: &str,
-        _user_identity: Option<&UserIdentity>,
-    ) -> Result<(), AssociationRJServiceUserReason> {
-        if !self.check || called_ae_title.trim() == this_ae_title.trim() {
-            Ok(())
-        } else {
-            Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
+impl PeerAccess {
+    pub fn new(cfg: &DicomConfig) -> Self {
+        let allowed = cfg
+            .allowed
+            .iter()
+            .map(|a| {
+                (
+                    a.ae_title.trim().to_string(),
+                    // validated by GatewayConfig::validate
+                    a.networks().unwrap_or_default(),
+                )
+            })
+            .collect();
+        Self {
+            check_called: cfg.check_called_ae_title,
+            allowed: Arc::new(allowed),
+            peer: None,
         }
+    }
+
+    fn for_peer(&self, peer: IpAddr) -> Self {
+        Self {
+            peer: Some(peer),
+            ..self.clone()
+        }
+    }
+
+    /// Is `calling` allowed from this peer?
+    fn calling_allowed(&self, calling: &str) -> bool {
+        if self.allowed.is_empty() {
+            return true;
+        }
+        let calling = calling.trim();
+        self.allowed.iter().any(|(ae, nets)| {
+            ae == calling
+                && (nets.is_empty()
+                    || self
+                        .peer
+                        .is_some_and(|ip| nets.iter().any(|n| n.contains(&canonical(ip)))))
+        })
     }
 }
 
-type Options = ServerAssociationOptions<'static, CalledAe, DefaultNegotiation>;
-type Association = AsyncServerAssociation<TcpStream>;
+/// IPv4-mapped IPv6 addresses (dual-stack sockets) compare as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+impl AccessControl for PeerAccess {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if self.check_called && called_ae_title.trim() != this_ae_title.trim() {
+            warn!(
+                called_ae = called_ae_title.trim(),
+                "association rejected: called AE title not recognized"
+            );
+            metrics::counter!(crate::admin::names::ASSOCIATIONS_REJECTED, "reason" => "called-ae")
+                .increment(1);
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        if !self.calling_allowed(calling_ae_title) {
+            warn!(
+                calling_ae = calling_ae_title.trim(),
+                "association rejected: calling AE title not allowed from this address"
+            );
+            metrics::counter!(crate::admin::names::ASSOCIATIONS_REJECTED, "reason" => "calling-ae")
+                .increment(1);
+            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+        }
+        Ok(())
+    }
+}
+
+type Options = ServerAssociationOptions<'static, PeerAccess, DefaultNegotiation>;
+
+/// The transport under an association: plain TCP or TLS over TCP.
+pub trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Transport for T {}
 
 /// Shared state of the SCP.
 pub struct Scp {
+    /// With a TLS server configuration when `[dicom.tls]` is set.
     options: Options,
+    access: PeerAccess,
     idle: Duration,
     spool: Spool,
     /// Spool ids of newly acknowledged instances, for the upload worker.
@@ -73,10 +154,9 @@ pub fn transfer_syntaxes() -> Vec<&'static str> {
 
 impl Scp {
     pub fn new(cfg: &DicomConfig, spool: Spool, wake: mpsc::UnboundedSender<String>) -> Self {
+        let access = PeerAccess::new(cfg);
         let mut options = ServerAssociationOptions::new()
-            .ae_access_control(CalledAe {
-                check: cfg.check_called_ae_title,
-            })
+            .ae_access_control(access.clone())
             .ae_title(cfg.ae_title.clone())
             .max_pdu_length(cfg.max_pdu)
             .strict(true)
@@ -86,22 +166,35 @@ impl Scp {
         for (uid, _name) in STORAGE_SOP_CLASSES {
             options = options.with_abstract_syntax(*uid);
         }
+        for uid in &cfg.extra_sop_classes {
+            options = options.with_abstract_syntax(uid.trim().to_string());
+        }
         for ts in transfer_syntaxes() {
             options = options.with_transfer_syntax(ts);
         }
         Self {
             options,
+            access,
             idle: cfg.idle_timeout(),
             spool,
             wake,
         }
     }
 
-    /// Accept associations until `shutdown` completes, then stop accepting
-    /// and give running associations `grace` to finish before aborting them.
+    /// Enable the TLS listener's handshake (`[dicom.tls]`).
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.options = self.options.tls_config(config);
+        self
+    }
+
+    /// Accept associations on `listener` (plain) and `tls_listener` (TLS
+    /// handshake first) until `shutdown` completes, then stop accepting and
+    /// give running associations `grace` to finish before aborting them.
+    /// Both listeners share the `max_associations` slots.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
+        tls_listener: Option<TcpListener>,
         max_associations: usize,
         shutdown: impl std::future::Future<Output = ()>,
         grace: Duration,
@@ -116,10 +209,20 @@ impl Scp {
                 a = async {
                     // a free slot first, so excess connections wait in the backlog
                     let permit = slots.clone().acquire_owned().await;
-                    (permit, listener.accept().await)
+                    let tls_accept = async {
+                        match &tls_listener {
+                            Some(l) => l.accept().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let accepted = tokio::select! {
+                        a = listener.accept() => a.map(|x| (x, false)),
+                        a = tls_accept => a.map(|x| (x, true)),
+                    };
+                    (permit, accepted)
                 } => a,
             };
-            let (permit, (socket, peer)) = match accepted {
+            let (permit, ((socket, peer), tls)) = match accepted {
                 (Ok(p), Ok(x)) => (p, x),
                 (Err(_), _) => break, // the semaphore is never closed
                 (_, Err(e)) => {
@@ -136,17 +239,17 @@ impl Scp {
             }
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let this = self.clone();
-            let span =
-                info_span!("association", id, peer = %peer, calling_ae = tracing::field::Empty);
+            let span = info_span!("association", id, peer = %peer, tls, calling_ae = tracing::field::Empty);
             tasks.spawn(
                 async move {
-                    this.handle(socket).await;
+                    this.handle(socket, peer.ip(), tls).await;
                     drop(permit);
                 }
                 .instrument(span),
             );
         }
         drop(listener);
+        drop(tls_listener);
         if !tasks.is_empty() {
             info!(
                 running = tasks.len(),
@@ -162,22 +265,40 @@ impl Scp {
         }
     }
 
-    async fn handle(&self, socket: TcpStream) {
+    async fn handle(&self, socket: TcpStream, peer: IpAddr, tls: bool) {
         if let Err(e) = socket.set_nodelay(true) {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let assoc =
-            match tokio::time::timeout(self.idle, self.options.establish_async(socket)).await {
-                Err(_) => {
-                    info!("association request timed out");
-                    return;
-                }
-                Ok(Err(e)) => {
-                    info!(error = %e, "association not established");
-                    return;
-                }
-                Ok(Ok(a)) => a,
-            };
+        let options = self
+            .options
+            .clone()
+            .ae_access_control(self.access.for_peer(peer));
+        // same negotiation and association handling on both listeners; the
+        // TLS one runs the handshake first (client certificate checked by
+        // rustls when `client_ca` is set)
+        if tls {
+            self.associate(options.establish_tls_async(socket)).await;
+        } else {
+            self.associate(options.establish_async(socket)).await;
+        }
+    }
+
+    /// Negotiate the association (bounded by the idle timeout) and run it.
+    async fn associate<S: Transport, E: std::fmt::Display>(
+        &self,
+        establish: impl std::future::Future<Output = Result<AsyncServerAssociation<S>, E>>,
+    ) {
+        let assoc = match tokio::time::timeout(self.idle, establish).await {
+            Err(_) => {
+                info!("association request timed out");
+                return;
+            }
+            Ok(Err(e)) => {
+                info!(error = %e, "association not established");
+                return;
+            }
+            Ok(Ok(a)) => a,
+        };
         let calling_ae = {
             use dicom_ul::association::Association as _;
             assoc.peer_ae_title().trim().to_string()
@@ -188,6 +309,7 @@ impl Scp {
             .iter()
             .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
             .count();
+        metrics::counter!(crate::admin::names::ASSOCIATIONS).increment(1);
         info!(
             accepted_contexts = accepted,
             peer_max_pdu = assoc.requestor_max_pdu_length(),
@@ -250,7 +372,7 @@ enum ProtocolError {
 
 impl Session<'_> {
     /// Drive the association to its end; returns how it ended.
-    async fn run(&mut self, mut assoc: Association) -> &'static str {
+    async fn run<S: Transport>(&mut self, mut assoc: AsyncServerAssociation<S>) -> &'static str {
         loop {
             let pdu = match tokio::time::timeout(self.scp.idle, assoc.receive()).await {
                 Err(_) => {
@@ -298,9 +420,9 @@ impl Session<'_> {
         }
     }
 
-    async fn on_pdv(
+    async fn on_pdv<S: Transport>(
         &mut self,
-        assoc: &mut Association,
+        assoc: &mut AsyncServerAssociation<S>,
         pdv: PDataValue,
     ) -> Result<(), ProtocolError> {
         match pdv.value_type {
@@ -334,7 +456,13 @@ impl Session<'_> {
                         "data set on another presentation context than its command".into(),
                     ));
                 }
-                self.data_buf.extend_from_slice(&pdv.data);
+                if self.data_buf.is_empty() && pdv.is_last {
+                    // the whole data set in one fragment (max PDU 1 MiB):
+                    // take it without copying
+                    self.data_buf = pdv.data;
+                } else {
+                    self.data_buf.extend_from_slice(&pdv.data);
+                }
                 if pdv.is_last {
                     if let Some(p) = self.pending.take() {
                         self.finish_store(assoc, p).await?;
@@ -345,16 +473,30 @@ impl Session<'_> {
         }
     }
 
-    async fn on_command(
+    async fn on_command<S: Transport>(
         &mut self,
-        assoc: &mut Association,
+        assoc: &mut AsyncServerAssociation<S>,
         pc_id: u8,
         cmd: Command,
     ) -> Result<(), ProtocolError> {
         match cmd.field {
             dimse::C_ECHO_RQ => {
-                debug!(message_id = cmd.message_id, "C-ECHO");
-                let rsp = dimse::echo_response(cmd.message_id)?;
+                // C-ECHO reports health: failure when the spool cannot
+                // take an instance (not writable, disk full).
+                let spool = self.scp.spool.clone();
+                let healthy = tokio::task::spawn_blocking(move || spool.probe())
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+                    .and_then(|r| r);
+                let status = match healthy {
+                    Ok(()) => dimse::STATUS_SUCCESS,
+                    Err(e) => {
+                        warn!(error = %e, "C-ECHO: spool not writable; answering failure");
+                        dimse::STATUS_PROCESSING_FAILURE
+                    }
+                };
+                debug!(message_id = cmd.message_id, status, "C-ECHO");
+                let rsp = dimse::echo_response_status(cmd.message_id, status)?;
                 send_command(assoc, pc_id, rsp).await
             }
             dimse::C_STORE_RQ => {
@@ -391,9 +533,9 @@ impl Session<'_> {
         }
     }
 
-    async fn finish_store(
+    async fn finish_store<S: Transport>(
         &mut self,
-        assoc: &mut Association,
+        assoc: &mut AsyncServerAssociation<S>,
         p: PendingStore,
     ) -> Result<(), ProtocolError> {
         let size = self.data_buf.len();
@@ -464,8 +606,12 @@ impl Session<'_> {
         if status == dimse::STATUS_SUCCESS {
             self.stored += 1;
             self.bytes += size as u64;
+            metrics::counter!(crate::admin::names::INSTANCES_RECEIVED).increment(1);
+            metrics::counter!(crate::admin::names::BYTES_RECEIVED).increment(size as u64);
         } else {
             self.failed += 1;
+            metrics::counter!(crate::admin::names::INSTANCES_REFUSED, "status" => format!("{status:#06X}"))
+                .increment(1);
         }
         let rsp = dimse::store_response(p.message_id, &p.sop_class, &p.sop_instance, status)?;
         send_command(assoc, p.pc_id, rsp).await
@@ -480,8 +626,8 @@ fn log_store_error(message_id: u16, e: &SpoolError) {
     }
 }
 
-async fn send_command(
-    assoc: &mut Association,
+async fn send_command<S: Transport>(
+    assoc: &mut AsyncServerAssociation<S>,
     pc_id: u8,
     data: Vec<u8>,
 ) -> Result<(), ProtocolError> {

@@ -64,6 +64,21 @@ pub struct Expected<'a> {
     pub calling_ae: &'a str,
 }
 
+/// What [`Spool::stats`] found.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SpoolStats {
+    /// Being written right now (or left by a crash until the next start).
+    pub incoming: u64,
+    pub pending: u64,
+    pub pending_bytes: u64,
+    pub failed: u64,
+    pub failed_bytes: u64,
+    pub quarantined: u64,
+    pub quarantined_bytes: u64,
+    /// Age of the oldest acknowledged instance not yet uploaded.
+    pub oldest_pending_secs: Option<u64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
@@ -86,6 +101,61 @@ impl Spool {
             }
         }
         Ok(s)
+    }
+
+    /// A spool at `root` without creating or cleaning anything (read-only
+    /// inspection, e.g. `mado-gateway status` next to a running gateway).
+    pub fn at(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// Counts and sizes per spool directory, and the age of the oldest
+    /// pending instance.
+    pub fn stats(&self) -> io::Result<SpoolStats> {
+        let mut st = SpoolStats::default();
+        let now = std::time::SystemTime::now();
+        for (dir, count, bytes) in [
+            (self.pending(), &mut st.pending, &mut st.pending_bytes),
+            (self.failed(), &mut st.failed, &mut st.failed_bytes),
+            (
+                self.quarantine(),
+                &mut st.quarantined,
+                &mut st.quarantined_bytes,
+            ),
+        ] {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let Some(id) = name
+                    .to_string_lossy()
+                    .strip_suffix(".dcm")
+                    .map(str::to_string)
+                else {
+                    continue;
+                };
+                if !is_spool_id(&id) {
+                    continue;
+                }
+                let Ok(md) = e.metadata() else { continue };
+                *count += 1;
+                *bytes += md.len();
+                if dir == self.pending() {
+                    if let Some(age) = md.modified().ok().and_then(|m| now.duration_since(m).ok()) {
+                        st.oldest_pending_secs = st.oldest_pending_secs.max(Some(age.as_secs()));
+                    }
+                }
+            }
+        }
+        st.incoming = fs::read_dir(self.incoming())
+            .map(|rd| rd.flatten().count() as u64)
+            .unwrap_or(0);
+        Ok(st)
     }
 
     pub fn root(&self) -> &Path {
@@ -135,6 +205,21 @@ impl Spool {
         }
         res?;
         Ok(id)
+    }
+
+    /// Health probe: can the spool take an instance right now? Creates and
+    /// removes a small file in `incoming/` (fails when the directory is
+    /// not writable or the disk is full).
+    pub fn probe(&self) -> io::Result<()> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let p = self.incoming().join(format!("{id}.probe.tmp"));
+        let r = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .and_then(|mut f| f.write_all(&[0u8; 4096]).and_then(|()| f.sync_data()));
+        let _ = fs::remove_file(&p);
+        r
     }
 
     /// Spool ids in `pending/`, oldest first (by modification time).
@@ -344,6 +429,24 @@ mod tests {
         let ds = dataset("1.2.3.4");
         let e = spool.store(&ds, &expected("1.2.3.4")).unwrap_err();
         assert_eq!(e.dimse_status(), 0xA700, "{e}");
+    }
+
+    #[test]
+    fn probe_and_stats() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.probe().unwrap();
+        assert_eq!(fs::read_dir(spool.incoming()).unwrap().count(), 0);
+        let ds = dataset("1.2.3.4");
+        let a = spool.store(&ds, &expected("1.2.3.4")).unwrap();
+        spool.store(&ds, &expected("1.2.3.4")).unwrap();
+        spool.move_to_quarantine(&a, "bad").unwrap();
+        let st = Spool::at(dir.path()).stats().unwrap();
+        assert_eq!((st.pending, st.quarantined, st.failed), (1, 1, 0));
+        assert!(st.pending_bytes > ds.len() as u64);
+        assert!(st.oldest_pending_secs.is_some());
+        fs::remove_dir_all(spool.incoming()).unwrap();
+        assert!(spool.probe().is_err());
     }
 
     #[test]

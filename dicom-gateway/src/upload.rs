@@ -11,7 +11,7 @@
 //! refused with a 4xx (other than 401/408/429) goes to `failed/`.
 
 use crate::config::{ServerConfig, UploadConfig};
-use crate::deid::{self, DeidParams, Deidentified};
+use crate::deid::{self, DeidOutcome, Deidentified, Pipeline};
 use crate::spool::Spool;
 use bytes::Bytes;
 use dicom_core::header::Header;
@@ -54,21 +54,41 @@ pub enum PrepareError {
     Parse(String),
     #[error("de-identification failed: {0}")]
     Deid(#[from] deid::DeidError),
+    #[error("screening: {0}")]
+    Quarantine(String),
+    #[error("cannot record the originals in the vault: {0}")]
+    Vault(#[from] crate::vault::VaultError),
     #[error("cannot encode the de-identified instance: {0}")]
     Encode(String),
     #[error("internal error while processing the instance")]
     Panicked,
 }
 
-/// Read a spool file, de-identify it and build the upload. CPU-bound.
-pub fn prepare_file(path: &Path, params: &DeidParams) -> Result<Prepared, PrepareError> {
+/// Marker next to a pending file released from quarantine by an operator: screening
+/// is skipped, the rest of the de-identification applies.
+pub fn released_marker(path: &Path) -> std::path::PathBuf {
+    path.with_extension("released")
+}
+
+/// Read a spool file, de-identify it, record the originals in the vault and build the
+/// upload. CPU-bound.
+pub fn prepare_file(path: &Path, deid: &Pipeline) -> Result<Prepared, PrepareError> {
     let raw = std::fs::read(path)?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
         .from_reader(raw.as_slice())
         .map_err(|e| PrepareError::Parse(e.to_string()))?;
     drop(raw);
-    prepare(deid::deidentify(obj, params)?)
+    let released = released_marker(path).is_file();
+    match deid::deidentify(obj, &deid.engine, released)? {
+        DeidOutcome::Quarantine(reason) => Err(PrepareError::Quarantine(reason)),
+        DeidOutcome::Deidentified(d) => {
+            if let Some(v) = &deid.vault {
+                v.record(d.report())?;
+            }
+            prepare(*d)
+        }
+    }
 }
 
 /// Encode a de-identified instance and build its registration.
@@ -193,7 +213,7 @@ pub struct Uploader {
     spool: Spool,
     cfg: UploadConfig,
     server: ServerConfig,
-    params: Arc<DeidParams>,
+    deid: Arc<Pipeline>,
     http: reqwest::Client,
     store: DynStore,
 }
@@ -203,7 +223,7 @@ impl Uploader {
         spool: Spool,
         cfg: UploadConfig,
         server: ServerConfig,
-        params: DeidParams,
+        deid: Arc<Pipeline>,
         store: DynStore,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
@@ -215,7 +235,7 @@ impl Uploader {
             spool,
             cfg,
             server,
-            params: Arc::new(params),
+            deid,
             http,
             store,
         })
@@ -309,11 +329,17 @@ impl Uploader {
         if !path.is_file() {
             return Outcome::Skipped;
         }
-        let params = self.params.clone();
-        let prepared = match on_rayon(move || prepare_file(&path, &params)).await {
+        let started = std::time::Instant::now();
+        let deid = self.deid.clone();
+        let prepared = match on_rayon(move || prepare_file(&path, &deid)).await {
             Some(Ok(p)) => p,
             Some(Err(PrepareError::Io(e))) => {
                 debug!(error = %e, "spool file not readable; skipping");
+                return Outcome::Skipped;
+            }
+            Some(Err(PrepareError::Vault(e))) => {
+                // keep it pending: the originals must be recoverable before upload
+                error!(error = %e, "vault unavailable; instance stays pending");
                 return Outcome::Skipped;
             }
             Some(Err(e)) => return self.quarantine(id, &e.to_string()).await,
@@ -328,18 +354,18 @@ impl Uploader {
 
         let mut attempt = 0u32;
         loop {
-            match self
-                .store
-                .put(
-                    prepared.key.as_str(),
-                    prepared.bytes.clone(),
-                    &prepared.sha256,
-                )
-                .await
-            {
-                Ok(()) => break,
+            match self.put_verified(&prepared).await {
+                Ok(true) => {
+                    // same key, same bytes: a re-sent (same SOP Instance UID)
+                    // or re-processed instance, e.g. after a crash
+                    info!(sop = %sop, "identical object already in the store (re-sent instance); put skipped");
+                    break;
+                }
+                Ok(false) => break,
                 Err(e) => {
                     warn!(error = %e, attempt, "object store put failed; will retry");
+                    metrics::counter!(crate::admin::names::UPLOAD_RETRIES, "stage" => "store")
+                        .increment(1);
                     self.sleep(attempt).await;
                     attempt = attempt.saturating_add(1);
                 }
@@ -352,11 +378,14 @@ impl Uploader {
                 Ok(created) => break created,
                 Err(RegisterError::Retry(msg)) => {
                     warn!(reason = %msg, attempt, "registration failed; will retry");
+                    metrics::counter!(crate::admin::names::UPLOAD_RETRIES, "stage" => "register")
+                        .increment(1);
                     self.sleep(attempt).await;
                     attempt = attempt.saturating_add(1);
                 }
                 Err(RegisterError::Refused(msg)) => {
                     warn!(reason = %msg, "registration refused; moving to spool/failed");
+                    metrics::counter!(crate::admin::names::FAILED).increment(1);
                     let spool = self.spool.clone();
                     let (id2, reason) = (id.to_string(), msg.clone());
                     match tokio::task::spawn_blocking(move || spool.move_to_failed(&id2, &reason))
@@ -373,13 +402,69 @@ impl Uploader {
 
         let spool = self.spool.clone();
         let id2 = id.to_string();
-        match tokio::task::spawn_blocking(move || spool.remove_pending(&id2)).await {
+        match tokio::task::spawn_blocking(move || {
+            let marker = released_marker(&spool.pending_path(&id2));
+            let r = spool.remove_pending(&id2);
+            let _ = std::fs::remove_file(marker);
+            r
+        })
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(error = %e, "uploaded but cannot delete the spool file"),
             Err(e) => warn!(error = %e, "spool task failed"),
         }
+        metrics::counter!(crate::admin::names::UPLOADED).increment(1);
+        metrics::histogram!(crate::admin::names::UPLOAD_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         info!(study = %study, sop = %sop, size = prepared.bytes.len(), created, "instance uploaded and registered");
         Outcome::Uploaded
+    }
+
+    /// Put the object unless an identical one (size and SHA-256) is already
+    /// there, then read back its size and checksum (end-to-end integrity:
+    /// the SHA-256 also travels with the PUT). `Ok(true)`: already present.
+    async fn put_verified(&self, p: &Prepared) -> Result<bool, String> {
+        let key = p.key.as_str();
+        let same = |info: &mado_store::ObjectInfo| {
+            info.size == p.bytes.len() as u64
+                && info
+                    .sha256
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(&p.sha256))
+        };
+        if let Ok(Some(info)) = self.store.head(key).await {
+            if same(&info) {
+                return Ok(true);
+            }
+        }
+        self.store
+            .put(key, p.bytes.clone(), &p.sha256)
+            .await
+            .map_err(|e| e.to_string())?;
+        match self.store.head(key).await {
+            Ok(Some(info))
+                if info.size == p.bytes.len() as u64
+                    && info
+                        .sha256
+                        .as_deref()
+                        .is_none_or(|h| h.eq_ignore_ascii_case(&p.sha256)) =>
+            {
+                Ok(false)
+            }
+            Ok(Some(info)) => Err(format!(
+                "read-back mismatch after put (size {} of {}, checksum {})",
+                info.size,
+                p.bytes.len(),
+                if info.sha256.is_some() {
+                    "differs"
+                } else {
+                    "unknown"
+                }
+            )),
+            Ok(None) => Err("object missing right after put".into()),
+            Err(e) => Err(format!("head after put: {e}")),
+        }
     }
 
     async fn sleep(&self, attempt: u32) {
@@ -393,9 +478,19 @@ impl Uploader {
 
     async fn quarantine(&self, id: &str, reason: &str) -> Outcome {
         warn!(reason, "instance quarantined");
+        metrics::counter!(crate::admin::names::QUARANTINED).increment(1);
         let spool = self.spool.clone();
         let (id, reason) = (id.to_string(), reason.to_string());
-        match tokio::task::spawn_blocking(move || spool.move_to_quarantine(&id, &reason)).await {
+        match tokio::task::spawn_blocking(move || {
+            let marker = released_marker(&spool.pending_path(&id));
+            let r = spool.move_to_quarantine(&id, &reason);
+            if r.is_ok() {
+                let _ = std::fs::remove_file(marker);
+            }
+            r
+        })
+        .await
+        {
             Ok(Ok(())) => Outcome::Quarantined,
             Ok(Err(e)) => {
                 error!(error = %e, "cannot move spool file to quarantine/");
@@ -465,8 +560,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    fn params() -> DeidParams {
-        DeidParams::new(b"upload-test-secret", "2.25")
+    fn params() -> Arc<Pipeline> {
+        Arc::new(Pipeline::without_vault(crate::deid::tests::test_engine()))
     }
 
     fn spool_one(spool: &Spool, sop: &str) -> String {
@@ -592,6 +687,37 @@ mod tests {
         let q = prepare_file(&spool.pending_path(&id), &params()).unwrap();
         assert_eq!(p.bytes, q.bytes);
         assert_eq!(p.key, q.key);
+    }
+
+    #[test]
+    fn originals_go_to_the_vault_before_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let vault = crate::vault::Vault::open(
+            &dir.path().join("spool/vault.jsonl"),
+            b"upload-test-vault-key",
+        )
+        .unwrap();
+        let deid = Pipeline {
+            engine: crate::deid::tests::test_engine(),
+            vault: Some(vault),
+        };
+        let id = spool_one(&spool, ORIG_SOP);
+        let p = prepare_file(&spool.pending_path(&id), &deid).unwrap();
+        let study = p.register.study_uid.as_str().to_string();
+        assert!(p.key.as_str().starts_with(&format!("studies/{study}/")));
+        let v = deid.vault.as_ref().unwrap();
+        let found = v.find(&crate::vault::Lookup::Study(study)).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].original_patient_id.as_deref(), Some(ORIG_ID));
+        assert_eq!(
+            found[0].original_study_instance_uid.as_deref(),
+            Some(ORIG_STUDY)
+        );
+        let raw = std::fs::read(v.path()).unwrap();
+        for orig in ORIGINALS {
+            assert!(!raw.windows(orig.len()).any(|w| w == orig.as_bytes()));
+        }
     }
 
     #[tokio::test]

@@ -4,6 +4,9 @@
 
 mod bad_input;
 mod common;
+mod deid_quarantine;
+mod gateway_access;
+mod gateway_faults;
 mod harness;
 mod infra;
 mod local_postgres;
