@@ -294,7 +294,10 @@ impl GatewayConfig {
         }
         if let Some(tls) = &self.dicom.tls {
             if tls.bind.trim().is_empty() {
-                return bad("dicom.tls.bind", "expected HOST:PORT, e.g. \"0.0.0.0:2762\"");
+                return bad(
+                    "dicom.tls.bind",
+                    "expected HOST:PORT, e.g. \"0.0.0.0:2762\"",
+                );
             }
             if let Err(e) = crate::tls::server_config(tls) {
                 return Err(ConfigError(e.to_string()));

@@ -115,6 +115,9 @@ fn serve(cfg: GatewayConfig) -> ExitCode {
         let addr = gw.local_addr();
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "mado-gateway listening dicom={addr}");
+        if let Some(tls) = gw.tls_local_addr() {
+            let _ = writeln!(out, "mado-gateway listening dicom-tls={tls}");
+        }
         let _ = out.flush();
         drop(out);
         gw.run_until_stopped().await

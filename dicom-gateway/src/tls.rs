@@ -42,7 +42,12 @@ fn certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>
     let pem = read(field, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(field, format!("{}: bad PEM: {}", path.display(), one_line(e))))?;
+        .map_err(|e| {
+            err(
+                field,
+                format!("{}: bad PEM: {}", path.display(), one_line(e)),
+            )
+        })?;
     if certs.is_empty() {
         return Err(err(
             field,
@@ -125,6 +130,30 @@ mod tests {
         let e = server_config(&cfg("/nonexistent/cert.pem", "/nonexistent/key.pem")).unwrap_err();
         assert_eq!(e.field, "dicom.tls.cert");
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn config_file_error_is_one_line_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("gw.toml");
+        std::fs::write(
+            &f,
+            "[dicom.tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\nbind = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        let err = crate::config::GatewayConfig::load(Some(&f))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dicom.tls.cert") && err.contains("gw.toml"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+        std::fs::write(&f, "[dicom.tls]\ncert = \"c.pem\"\nbogus = 1\n").unwrap();
+        let err = crate::config::GatewayConfig::load(Some(&f))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod common;
 mod deid_quarantine;
 mod gateway_access;
 mod gateway_faults;
+mod gateway_tls;
 mod harness;
 mod infra;
 mod local_postgres;
