@@ -33,7 +33,8 @@ pub fn load<T: DeserializeOwned>(
         fig = fig.merge(Toml::file_exact(path));
     }
     fig = fig.merge(Env::prefixed(env_prefix).split("__"));
-    fig.extract::<T>().map_err(|e| ConfigError(one_line(&e, file, env_prefix)))
+    fig.extract::<T>()
+        .map_err(|e| ConfigError(one_line(&e, file, env_prefix)))
 }
 
 fn one_line(e: &figment::Error, file: Option<&Path>, env_prefix: &str) -> String {

@@ -19,7 +19,9 @@ pub struct BadKey;
 
 impl ObjectKey {
     pub fn instance(study: &StudyUid, series: &SeriesUid, sop: &SopInstanceUid) -> Self {
-        Self(format!("studies/{study}/series/{series}/instances/{sop}.dcm"))
+        Self(format!(
+            "studies/{study}/series/{series}/instances/{sop}.dcm"
+        ))
     }
 
     /// Prefix under which every object of one study lives.
@@ -64,7 +66,10 @@ mod tests {
         let se = SeriesUid::parse("2.25.2").unwrap();
         let sop = SopInstanceUid::parse("2.25.3").unwrap();
         let k = ObjectKey::instance(&st, &se, &sop);
-        assert_eq!(k.as_str(), "studies/2.25.1/series/2.25.2/instances/2.25.3.dcm");
+        assert_eq!(
+            k.as_str(),
+            "studies/2.25.1/series/2.25.2/instances/2.25.3.dcm"
+        );
         assert_eq!(ObjectKey::parse(k.as_str()).unwrap(), (st, se, sop));
         assert!(ObjectKey::parse("studies/../x").is_err());
     }

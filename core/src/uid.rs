@@ -114,7 +114,10 @@ mod tests {
 
     #[test]
     fn accepts_valid_and_strips_padding() {
-        assert_eq!(StudyUid::parse("1.2.840.10008\0").unwrap().as_str(), "1.2.840.10008");
+        assert_eq!(
+            StudyUid::parse("1.2.840.10008\0").unwrap().as_str(),
+            "1.2.840.10008"
+        );
         assert_eq!(Uid::parse("2.25.0").unwrap().as_str(), "2.25.0");
     }
 

@@ -148,7 +148,8 @@ pub static EN: Strings = Strings {
     totp_scan: "Scan this QR code with an authenticator app, then enter the 6-digit code it shows.",
     totp_secret_label: "Or enter this key manually:",
     totp_enrolled: "Two-step verification is on.",
-    totp_recovery_hint: "Recovery codes: each works once if you lose your device. They are shown only now.",
+    totp_recovery_hint:
+        "Recovery codes: each works once if you lose your device. They are shown only now.",
     too_many_requests: "Too many attempts. Please wait a minute.",
 };
 
