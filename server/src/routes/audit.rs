@@ -6,10 +6,10 @@ use crate::error::ApiError;
 use crate::extract::{PageUser, UiLang};
 use crate::services::audit::{self, Event};
 use crate::state::AppState;
-use actix_web::http::header;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use sea_orm::{EntityTrait, QueryOrder, QuerySelect};
-use viewer::{AuditPage, AuditRow, Chrome, Template};
+use viewer::{AuditPage, AuditRow, Chrome};
 
 const PAGE_ROWS: u64 = 500;
 
@@ -76,11 +76,5 @@ async fn audit_page(
         problem: report.problem,
         rows,
     };
-    let html = page
-        .render()
-        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering audit page")))?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(html))
+    super::html_page(StatusCode::OK, &page, [])
 }

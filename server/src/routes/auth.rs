@@ -4,6 +4,7 @@
 //! hidden field); the sign-out form by a token derived from the session.
 //! Failures show one generic message.
 
+use super::{html_page, strict_cookie};
 use crate::error::ApiError;
 use crate::extract::{PageUser, UiLang};
 use crate::services::audit::{Event, Outcome};
@@ -14,7 +15,7 @@ use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use viewer::{Chrome, Lang, LoginPage, Template, TotpEnrolPage, TotpLoginPage};
+use viewer::{Chrome, Lang, LoginPage, TotpEnrolPage, TotpLoginPage};
 
 const MAX_USERNAME: usize = 128;
 const MAX_PASSWORD: usize = 1024;
@@ -53,21 +54,14 @@ fn login_page(
         username,
         error,
     };
-    let html = page
-        .render()
-        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering login page")))?;
-    let cookie = Cookie::build(LOGIN_CSRF_COOKIE, csrf)
-        .path("/login")
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .secure(state.session.secure_cookie)
-        .max_age(CookieDuration::hours(2))
-        .finish();
-    Ok(HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(cookie)
-        .body(html))
+    let cookie = strict_cookie(
+        LOGIN_CSRF_COOKIE,
+        csrf,
+        "/login",
+        CookieDuration::hours(2),
+        state.session.secure_cookie,
+    );
+    html_page(status, &page, [cookie])
 }
 
 /// The CSRF token of the login cookie when it looks like one we issued.
@@ -246,38 +240,34 @@ fn totp_step(
     user_id: Option<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let csrf = auth::random_token(16);
-    let html = TotpLoginPage {
+    let page = TotpLoginPage {
         lang,
         s: lang.strings(),
         csrf_token: csrf.clone(),
         error,
-    }
-    .render()
-    .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering totp page")))?;
-    let mut res = HttpResponse::build(status);
-    res.content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(
-            Cookie::build(LOGIN_CSRF_COOKIE, csrf)
-                .path("/login")
-                .http_only(true)
-                .same_site(SameSite::Strict)
-                .secure(state.session.secure_cookie)
-                .max_age(CookieDuration::hours(2))
-                .finish(),
-        );
-    if let Some(user_id) = user_id {
-        res.cookie(
-            Cookie::build(MFA_COOKIE, totp::mfa_cookie_value(&state.mfa_key, user_id))
-                .path("/login")
-                .http_only(true)
-                .same_site(SameSite::Strict)
-                .secure(state.session.secure_cookie)
-                .max_age(CookieDuration::seconds(totp::MFA_WINDOW_SECS))
-                .finish(),
-        );
-    }
-    Ok(res.body(html))
+    };
+    let secure = state.session.secure_cookie;
+    let csrf_cookie = strict_cookie(
+        LOGIN_CSRF_COOKIE,
+        csrf,
+        "/login",
+        CookieDuration::hours(2),
+        secure,
+    );
+    let mfa_cookie = user_id.map(|user_id| {
+        strict_cookie(
+            MFA_COOKIE,
+            totp::mfa_cookie_value(&state.mfa_key, user_id),
+            "/login",
+            CookieDuration::seconds(totp::MFA_WINDOW_SECS),
+            secure,
+        )
+    });
+    html_page(
+        status,
+        &page,
+        std::iter::once(csrf_cookie).chain(mfa_cookie),
+    )
 }
 
 #[derive(Deserialize)]
@@ -368,13 +358,7 @@ async fn login_totp(
 }
 
 fn enrol_page(page: TotpEnrolPage) -> Result<HttpResponse, ApiError> {
-    let html = page
-        .render()
-        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering enrolment")))?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(html))
+    html_page(StatusCode::OK, &page, [])
 }
 
 /// `GET /account/totp`: QR code of a fresh pending secret (or the status).

@@ -30,7 +30,10 @@ pub mod render;
 pub mod shares;
 
 use crate::error::ApiError;
-use actix_web::{web, HttpRequest};
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use viewer::Template;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_config())
@@ -48,6 +51,43 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(dicomweb::configure)
         .configure(ohif::configure)
         .configure(assets::configure);
+}
+
+/// Render `page` as a never-cached HTML response with `status`, setting
+/// `cookies` (e.g. a form's CSRF cookie).
+pub(crate) fn html_page(
+    status: StatusCode,
+    page: &impl Template,
+    cookies: impl IntoIterator<Item = Cookie<'static>>,
+) -> Result<HttpResponse, ApiError> {
+    let body = page
+        .render()
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering page")))?;
+    let mut res = HttpResponse::build(status);
+    res.content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    for cookie in cookies {
+        res.cookie(cookie);
+    }
+    Ok(res.body(body))
+}
+
+/// A cookie that belongs to one form flow (CSRF token, sign-in step):
+/// HttpOnly, SameSite=Strict, scoped to `path`, Secure when configured.
+pub(crate) fn strict_cookie(
+    name: &'static str,
+    value: String,
+    path: &'static str,
+    max_age: CookieDuration,
+    secure: bool,
+) -> Cookie<'static> {
+    Cookie::build(name, value)
+        .path(path)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .max_age(max_age)
+        .finish()
 }
 
 /// Fallback for unknown routes: 404 problem+json.

@@ -7,7 +7,7 @@ use crate::extract::{PageUser, UiLang};
 use crate::services::audit::Event;
 use crate::services::studies::{self, StudyDetail, WorklistEntry};
 use crate::state::AppState;
-use actix_web::http::header;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use viewer::{
     format_dicom_date, format_dicom_time, format_person_name, Chrome, ImageView, SeriesView,
@@ -20,13 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn html(t: &impl Template) -> Result<HttpResponse, ApiError> {
-    let body = t
-        .render()
-        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering page")))?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(body))
+    super::html_page(StatusCode::OK, t, [])
 }
 
 fn chrome(user: &PageUser) -> Chrome {

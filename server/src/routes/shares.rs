@@ -22,7 +22,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
-use viewer::{Lang, SharePasscodePage, Template};
+use viewer::{Lang, SharePasscodePage};
 
 /// Cookie of the passcode form's CSRF token.
 const SHARE_CSRF_COOKIE: &str = "mado_share_csrf";
@@ -183,27 +183,21 @@ fn passcode_page(
     error: Option<&'static str>,
 ) -> Result<HttpResponse, ApiError> {
     let csrf = auth::random_token(16);
-    let html = SharePasscodePage {
+    let page = SharePasscodePage {
         lang,
         s: lang.strings(),
         action: format!("/s/{token}"),
         csrf_token: csrf.clone(),
         error,
-    }
-    .render()
-    .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering passcode page")))?;
-    let cookie = Cookie::build(SHARE_CSRF_COOKIE, csrf)
-        .path("/s/")
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .secure(state.session.secure_cookie)
-        .max_age(CookieDuration::hours(1))
-        .finish();
-    Ok(HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(cookie)
-        .body(html))
+    };
+    let cookie = super::strict_cookie(
+        SHARE_CSRF_COOKIE,
+        csrf,
+        "/s/",
+        CookieDuration::hours(1),
+        state.session.secure_cookie,
+    );
+    super::html_page(status, &page, [cookie])
 }
 
 async fn landing(
