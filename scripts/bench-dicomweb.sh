@@ -6,6 +6,8 @@
 #   BENCH_SLICES=N   slices of the CT series (default 300)
 #   BENCH_N=N        requests per latency figure (default 30)
 #   BENCH_SKIP_BUILD=1  use target/release/mado-server as is
+#   BENCH_QIDO_1M=0  skip the QIDO search with 1,000,000 indexed instances in
+#                    PostgreSQL (scripts/bench-qido-1m.sh, run last)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -116,3 +118,11 @@ python3 "$ROOT/scripts/bench_dicomweb.py" \
   --mado "http://127.0.0.1:$MPORT" --orthanc "http://127.0.0.1:$OPORT" \
   --files "$TMP/series" --user bench --password bench-password --token "$TOKEN" \
   -n "${BENCH_N:-30}"
+
+# ------------------------------------------------------------ QIDO at 1M instances
+if [ "${BENCH_QIDO_1M:-1}" != 0 ]; then
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  PIDS=()
+  BENCH_SKIP_BUILD=1 bash "$ROOT/scripts/bench-qido-1m.sh"
+fi

@@ -6,6 +6,7 @@
 #
 #   BENCH_SLICES=N        slices of the CT series (default 300)
 #   BENCH_SKIP_BUILD=1    use the release binaries as they are
+#   BENCH_SKIP_E2E=1      receive rows only (no de-identification + upload rows)
 #   BENCH_DIR=DIR         where to put spools/stores (default: mktemp under /tmp;
 #                         should be on the disk you care about)
 #
@@ -238,16 +239,18 @@ for n in 1 4; do
   run_storescp "$n"
   run_orthanc "$n"
   run_gateway "$n"
-  run_gateway_e2e "$n"
+  [ "${BENCH_SKIP_E2E:-0}" = 1 ] || run_gateway_e2e "$n"
 done
 
 # ------------------------------------------------------------ table
 MB=$(awk -v b="$BYTES" 'BEGIN { printf "%.1f", b / 1e6 }')
-printf '\n%s instances (%s MB) of 512x512 16-bit CT; dd conv=fdatasync: %s MB/s; %s\n' "$N" "$MB" "$DD_MBS" "$(nproc) cores"
+printf '\n%s instances (%s MB) of 512x512 16-bit CT; dd conv=fdatasync: %s MB/s; %s; load average %s\n' \
+  "$N" "$MB" "$DD_MBS" "$(nproc) cores" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-13s %5s %8s %9s %8s %10s %11s %8s %9s\n' scp assoc "time s" "inst/s" "MB/s" "vs orthanc" "vs storescp" "% of dd" "drain s"
 for n in 1 4; do
   for name in storescp orthanc gateway e2e; do
-    e=${RESULT["$name-$n"]}
+    e=${RESULT["$name-$n"]:-}
+    [ -n "$e" ] || continue
     label=$name; [ "$name" = e2e ] && label=gateway+e2e
     drain=${RESULT["drain-$n"]:-}; [ "$name" = e2e ] || drain="-"
     awk -v l="$label" -v n="$n" -v e="$e" -v c="$N" -v b="$BYTES" -v o="${RESULT["orthanc-$n"]}" \

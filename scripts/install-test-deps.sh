@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what Mado's end-to-end tests need, and only what is missing:
 #   dcmtk (storescu), chromium + Japanese fonts, Node.js + npm (playwright-core),
-#   Python 3 + venv (moto[server] in .tools/venv), PostgreSQL on 127.0.0.1:5432.
+#   Python 3 + venv (moto[server], pydicom, pydicom-data, pynetdicom in .tools/venv),
+#   Orthanc (a PACS peer; the tests run it as a plain process), PostgreSQL on 127.0.0.1:5432,
+#   the built OHIF viewer in .tools/ohif (scripts/fetch-ohif.sh).
 # Idempotent: a second run installs nothing. Debian/Ubuntu, as root or via sudo.
 set -euo pipefail
 
@@ -38,15 +40,19 @@ pg_answers() {
   (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
 }
 
-PY_PKGS=('moto[server]' dicomweb-client pydicom requests)
+# pydicom-data installs its files as the module data_store; pynetdicom is the third sender
+PY_PKGS=('moto[server]' dicomweb-client pydicom requests pydicom-data pynetdicom)
 venv_ready() {
   [ -x "$ROOT/.tools/venv/bin/moto_server" ] &&
-    "$ROOT/.tools/venv/bin/python" -c 'import moto, dicomweb_client, pydicom, requests' >/dev/null 2>&1
+    "$ROOT/.tools/venv/bin/python" -c 'import moto, dicomweb_client, pydicom, requests, data_store, pynetdicom' >/dev/null 2>&1
 }
 
 # ---------------------------------------------------------------- apt
 APT=()
 have_dcmtk || APT+=(dcmtk)
+# Orthanc: the PACS that forwards a study to the gateway (tests start it themselves with a
+# temp config; the Debian service is not used)
+{ [ -x /usr/sbin/Orthanc ] || have Orthanc; } || APT+=(orthanc)
 { [ -x /usr/bin/chromium ] || have chromium; } || APT+=(chromium)
 pkg_installed fonts-ipafont-gothic || APT+=(fonts-ipafont-gothic)
 have python3 || APT+=(python3)
@@ -100,6 +106,16 @@ for dir in browser:playwright-core oidc:oidc-provider; do
     ( cd "$ROOT/tests/$sub" && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; } )
   fi
 done
+
+# ---------------------------------------------------------------- OHIF viewer
+# The OHIF check (server/tests/it/ohif.rs) serves a built OHIF from
+# .tools/ohif (npm @ohif/app dist, ~10 s cold).
+if [ -f "$ROOT/.tools/ohif/index.html" ]; then
+  log "OHIF: present in .tools/ohif"
+else
+  log "fetching OHIF into .tools/ohif"
+  bash "$ROOT/scripts/fetch-ohif.sh" "$ROOT/.tools/ohif"
+fi
 
 # ---------------------------------------------------------------- PostgreSQL
 if pg_answers; then

@@ -14,6 +14,13 @@ fi
 
 t0=$(date +%s)
 bash scripts/install-test-deps.sh
+# pydicom's character set test files (mado-core's deid charset test reads them)
+if [ -z "${MADO_PYDICOM_CHARSETS:-}" ]; then
+  MADO_PYDICOM_CHARSETS="$("$ROOT/.tools/venv/bin/python" -c \
+    'import os, pydicom.data; print(os.path.dirname(pydicom.data.get_charset_files()[0]))' \
+    2>/dev/null || true)"
+  if [ -n "$MADO_PYDICOM_CHARSETS" ]; then export MADO_PYDICOM_CHARSETS; fi
+fi
 t1=$(date +%s)
 cargo build --workspace --all-targets
 t2=$(date +%s)

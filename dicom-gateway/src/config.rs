@@ -32,6 +32,54 @@ pub struct GatewayConfig {
     /// `[vault]`: the on-prem encrypted pseudonym vault.
     #[serde(default)]
     pub vault: crate::vault::VaultConfig,
+    /// `[commitment]`: Storage Commitment Push Model SCP.
+    #[serde(default)]
+    pub commitment: CommitmentConfig,
+}
+
+/// `[commitment]`: Storage Commitment Push Model (N-ACTION / N-EVENT-REPORT).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitmentConfig {
+    /// Offer the Storage Commitment Push Model SOP class.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Longest wait for the referenced instances to be confirmed in the
+    /// object store; then the report lists the missing ones as failed.
+    #[serde(default = "default_commitment_timeout")]
+    pub timeout_secs: u64,
+    /// Attempts to deliver a report on a new association.
+    #[serde(default = "default_delivery_attempts")]
+    pub delivery_attempts: u32,
+    /// Connect / read / write timeout of such an association, seconds.
+    #[serde(default = "default_association_timeout")]
+    pub association_timeout_secs: u64,
+    /// Where to send a report when the requesting association has closed:
+    /// calling AE title → `host:port` of that AE's SCP.
+    #[serde(default)]
+    pub peers: std::collections::BTreeMap<String, String>,
+}
+
+fn default_commitment_timeout() -> u64 {
+    3600
+}
+fn default_delivery_attempts() -> u32 {
+    5
+}
+fn default_association_timeout() -> u64 {
+    30
+}
+
+impl Default for CommitmentConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            timeout_secs: default_commitment_timeout(),
+            delivery_attempts: default_delivery_attempts(),
+            association_timeout_secs: default_association_timeout(),
+            peers: Default::default(),
+        }
+    }
 }
 
 /// `[dicom]`: the DIMSE SCP.
@@ -320,6 +368,31 @@ impl GatewayConfig {
         }
         if self.spool.dir.as_os_str().is_empty() {
             return bad("spool.dir", "expected a directory path");
+        }
+        if self.commitment.timeout_secs == 0 {
+            return bad("commitment.timeout_secs", "expected at least 1");
+        }
+        for (ae, addr) in &self.commitment.peers {
+            let t = ae.trim();
+            if t.is_empty()
+                || t.len() > 16
+                || !t.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+            {
+                return bad(
+                    &format!("commitment.peers.{ae}"),
+                    "expected an AE title of 1-16 printable ASCII characters",
+                );
+            }
+            let ok = addr
+                .trim()
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return bad(
+                    &format!("commitment.peers.{ae}"),
+                    "expected HOST:PORT of the requester's SCP, e.g. \"10.1.2.3:104\"",
+                );
+            }
         }
         match reqwest::Url::parse(&self.server.url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}

@@ -42,6 +42,10 @@ pub struct Command {
     pub affected_sop_instance: Option<String>,
     /// Whether a data set follows the command.
     pub has_data_set: bool,
+    /// N-ACTION / N-SET...: Requested SOP Class UID (0000,0003).
+    pub requested_sop_class: Option<String>,
+    /// N-ACTION: Action Type ID (0000,1008).
+    pub action_type_id: Option<u16>,
 }
 
 impl Command {
@@ -61,7 +65,15 @@ impl Command {
                 .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
         };
         let field = u16_of(tags::COMMAND_FIELD, "Command Field")?;
-        let message_id = u16_of(tags::MESSAGE_ID, "Message ID")?;
+        // a response (e.g. N-EVENT-REPORT-RSP) carries the id it answers
+        let message_id = if field & 0x8000 != 0 {
+            u16_of(
+                tags::MESSAGE_ID_BEING_RESPONDED_TO,
+                "Message ID Being Responded To",
+            )?
+        } else {
+            u16_of(tags::MESSAGE_ID, "Message ID")?
+        };
         let data_set_type = u16_of(tags::COMMAND_DATA_SET_TYPE, "Command Data Set Type")?;
         Ok(Self {
             field,
@@ -69,6 +81,8 @@ impl Command {
             affected_sop_class: str_of(tags::AFFECTED_SOP_CLASS_UID),
             affected_sop_instance: str_of(tags::AFFECTED_SOP_INSTANCE_UID),
             has_data_set: data_set_type != NO_DATA_SET,
+            requested_sop_class: str_of(tags::REQUESTED_SOP_CLASS_UID),
+            action_type_id: obj.get(tags::ACTION_TYPE_ID).and_then(|e| e.uint16().ok()),
         })
     }
 }

@@ -7,6 +7,7 @@
 //! ([`deid`]) or quarantine → **upload** + **register** ([`upload`]).
 
 pub mod admin;
+pub mod commitment;
 pub mod config;
 pub mod deid;
 pub mod deid_cmd;
@@ -154,6 +155,28 @@ impl Gateway {
         }
         let (wake_tx, wake_rx) = mpsc::unbounded_channel();
         let mut scp = scp::Scp::new(&cfg.dicom, spool.clone(), wake_tx);
+        // Storage Commitment: the ledger of originals confirmed in the store
+        let ledger = if cfg.commitment.enabled {
+            let path = commitment::Ledger::path_in(spool.root());
+            let p2 = path.clone();
+            let ledger = tokio::task::spawn_blocking(move || commitment::Ledger::open(&p2))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r)
+                .map_err(|source| GatewayError::Spool {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            let ledger = Arc::new(ledger);
+            scp = scp.with_commitment(Arc::new(commitment::Commitment::new(
+                ledger.clone(),
+                cfg.commitment.clone(),
+                &cfg.dicom.ae_title,
+            )));
+            Some(ledger)
+        } else {
+            None
+        };
         let tls_listener = match tls {
             Some((l, addr, config)) => {
                 scp = scp.with_tls(config);
@@ -174,12 +197,13 @@ impl Gateway {
             let (storage, upload_cfg, server) =
                 (cfg.storage.clone(), cfg.upload.clone(), cfg.server.clone());
             let spool = spool.clone();
+            let ledger = ledger.clone();
             // validate the HTTP client now, before serving
             drop(reqwest::Client::builder().build()?);
             Some(tokio::spawn(async move {
                 let store = upload::Uploader::open_store(&storage, &upload_cfg).await;
                 match upload::Uploader::new(spool, upload_cfg, server, params, store) {
-                    Ok(up) => Arc::new(up).run(wake_rx).await,
+                    Ok(up) => Arc::new(up.with_ledger(ledger)).run(wake_rx).await,
                     Err(e) => tracing::error!(error = %e, "cannot start the upload worker"),
                 }
             }))

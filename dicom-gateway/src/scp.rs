@@ -9,11 +9,11 @@
 use crate::config::DicomConfig;
 use crate::dimse::{self, Command};
 use crate::sop_classes::STORAGE_SOP_CLASSES;
-use crate::spool::{Expected, Spool, SpoolError};
+use crate::spool::{Expected, Incoming, Spool, SpoolError};
 use dicom_dictionary_std::uids;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::association::server::{AccessControl, DefaultNegotiation};
-use dicom_ul::association::AsyncServerAssociation;
+use dicom_ul::association::{AsyncAssociation as _, AsyncServerAssociation};
 use dicom_ul::pdu::{
     AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason,
     UserIdentity,
@@ -140,6 +140,8 @@ pub struct Scp {
     spool: Spool,
     /// Spool ids of newly acknowledged instances, for the upload worker.
     wake: mpsc::UnboundedSender<String>,
+    /// Storage Commitment Push Model (`[commitment]`), when enabled.
+    commitment: Option<Arc<crate::commitment::Commitment>>,
 }
 
 /// Transfer syntaxes we accept: every one the registry can read (data sets
@@ -178,7 +180,17 @@ impl Scp {
             idle: cfg.idle_timeout(),
             spool,
             wake,
+            commitment: None,
         }
+    }
+
+    /// Offer the Storage Commitment Push Model SOP class (`[commitment]`).
+    pub fn with_commitment(mut self, c: Arc<crate::commitment::Commitment>) -> Self {
+        self.options = self
+            .options
+            .with_abstract_syntax(crate::commitment::SOP_CLASS);
+        self.commitment = Some(c);
+        self
     }
 
     /// Enable the TLS listener's handshake (`[dicom.tls]`).
@@ -319,14 +331,17 @@ impl Scp {
             scp: self,
             calling_ae,
             cmd_buf: Vec::new(),
-            data_buf: Vec::new(),
             pending: None,
+            spare: Vec::new(),
+            action: None,
+            reports: mpsc::unbounded_channel(),
             stored: 0,
             failed: 0,
             bytes: 0,
         };
         let started = Instant::now();
         let end = session.run(assoc).await;
+        session.hand_over_reports();
         info!(
             stored = session.stored,
             failed = session.failed,
@@ -348,13 +363,93 @@ struct PendingStore {
     abstract_syntax: String,
 }
 
+/// P-DATA-TF PDU type (PS3.8 9.3.5).
+const PDATA_TF: u8 = 0x04;
+/// Size of the buffers a data set is streamed to the spool in: one is
+/// written on the blocking pool while the next fills from the socket.
+const CHUNK: usize = 256 * 1024;
+
+/// A spool file being written on the blocking pool (or just begun); yields
+/// the file and the buffer it wrote, for reuse.
+type FileTask = tokio::task::JoinHandle<Result<(Incoming, Option<Vec<u8>>), SpoolError>>;
+
+/// Why a C-STORE is answered with a failure before its data set ended.
+enum Refusal {
+    /// Decided from the command (already logged).
+    Status(u16),
+    Spool(SpoolError),
+}
+
+/// The receiving side of a C-STORE: its data set is streamed into an
+/// `incoming/` spool file as the P-DATA fragments arrive (no assembly of
+/// the whole data set in memory).
+struct Receiving {
+    p: PendingStore,
+    /// Bytes read from the socket, not yet handed to the spool file.
+    chunk: Vec<u8>,
+    file: Option<FileTask>,
+    /// Set: the rest of the data set is read and dropped, then this answered.
+    refused: Option<Refusal>,
+    received: u64,
+}
+
+async fn join_file(task: FileTask) -> Result<(Incoming, Option<Vec<u8>>), SpoolError> {
+    match task.await {
+        Ok(r) => r,
+        Err(e) => Err(SpoolError::Io(std::io::Error::other(format!(
+            "spool task failed: {e}"
+        )))),
+    }
+}
+
+impl Receiving {
+    /// Hand the filled chunk to the spool file (written on the blocking pool
+    /// while the caller reads on) and continue in an empty buffer.
+    async fn flush(&mut self, spare: &mut Vec<Vec<u8>>) {
+        let next = spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK));
+        let mut buf = std::mem::replace(&mut self.chunk, next);
+        let task = match (&self.refused, self.file.take()) {
+            (None, Some(t)) if !buf.is_empty() => t,
+            (_, t) => {
+                self.file = t;
+                buf.clear();
+                spare.push(buf);
+                return;
+            }
+        };
+        match join_file(task).await {
+            Ok((mut inc, old)) => {
+                if let Some(mut old) = old {
+                    old.clear();
+                    spare.push(old);
+                }
+                self.file = Some(tokio::task::spawn_blocking(move || {
+                    inc.write(&buf)?;
+                    Ok((inc, Some(buf)))
+                }));
+            }
+            Err(e) => {
+                // e.g. disk full: keep reading the data set, answer 0xA7xx
+                self.refused = Some(Refusal::Spool(e));
+                buf.clear();
+                spare.push(buf);
+            }
+        }
+    }
+}
+
 struct Session<'a> {
     scp: &'a Scp,
     calling_ae: String,
     cmd_buf: Vec<u8>,
-    /// Reused across instances (keeps its capacity).
-    data_buf: Vec<u8>,
-    pending: Option<PendingStore>,
+    /// The C-STORE whose data set is being received.
+    pending: Option<Receiving>,
+    /// Chunk buffers, reused across instances.
+    spare: Vec<Vec<u8>>,
+    /// Storage commitment: an N-ACTION-RQ whose data set is being received,
+    /// and the reports to send on this association (see `commitment`).
+    action: Option<crate::commitment::PendingAction>,
+    reports: (crate::commitment::ReportTx, crate::commitment::ReportRx),
     stored: u64,
     failed: u64,
     bytes: u64,
@@ -368,19 +463,67 @@ enum ProtocolError {
     Unexpected(String),
     #[error("sending a response failed: {0}")]
     Send(String),
+    #[error("cannot receive: {0}")]
+    Receive(std::io::Error),
+}
+
+/// Wait until the next PDU's header is buffered; returns its type.
+/// Cancel-safe: bytes read stay in the association's read buffer.
+async fn next_pdu_type<S: Transport>(assoc: &mut AsyncServerAssociation<S>) -> std::io::Result<u8> {
+    use tokio::io::AsyncReadExt;
+    let (sock, rbuf) = assoc.get_mut();
+    while rbuf.len() < 6 {
+        // only the header: the data set is read straight into its chunk
+        let want = (6 - rbuf.len()) as u64;
+        if (&mut *sock).take(want).read_buf(rbuf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(rbuf[0])
+}
+
+/// Read exactly `out.len()` bytes: buffered ones first, then the socket.
+async fn read_exact<S: Transport>(
+    assoc: &mut AsyncServerAssociation<S>,
+    idle: Duration,
+    out: &mut [u8],
+) -> Result<(), ProtocolError> {
+    use bytes::Buf;
+    use tokio::io::AsyncReadExt;
+    let (sock, rbuf) = assoc.get_mut();
+    let n = rbuf.len().min(out.len());
+    out[..n].copy_from_slice(&rbuf[..n]);
+    rbuf.advance(n);
+    if n < out.len() {
+        match tokio::time::timeout(idle, sock.read_exact(&mut out[n..])).await {
+            Err(_) => return Err(ProtocolError::Receive(std::io::ErrorKind::TimedOut.into())),
+            Ok(Err(e)) => return Err(ProtocolError::Receive(e)),
+            Ok(Ok(_)) => {}
+        }
+    }
+    Ok(())
 }
 
 impl Session<'_> {
     /// Drive the association to its end; returns how it ended.
     async fn run<S: Transport>(&mut self, mut assoc: AsyncServerAssociation<S>) -> &'static str {
         loop {
-            let pdu = match tokio::time::timeout(self.scp.idle, assoc.receive()).await {
+            let received = tokio::select! {
+                r = tokio::time::timeout(self.scp.idle, next_pdu_type(&mut assoc)) => r,
+                // storage commitment result for this association
+                // (next_pdu_type is cancel-safe; P-DATA is then read whole)
+                Some(report) = self.reports.1.recv() => {
+                    self.send_report(&mut assoc, report).await;
+                    continue;
+                }
+            };
+            let pdu = match received {
                 Err(_) => {
                     warn!("association idle for too long; aborting");
                     let _ = assoc.abort().await;
                     return "idle-timeout";
                 }
-                Ok(Err(dicom_ul::association::Error::ConnectionClosed { .. })) => {
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     info!("connection closed by peer without release");
                     return "closed";
                 }
@@ -389,18 +532,38 @@ impl Session<'_> {
                     let _ = assoc.abort().await;
                     return "receive-error";
                 }
-                Ok(Ok(pdu)) => pdu,
+                Ok(Ok(PDATA_TF)) => match self.on_pdata(&mut assoc).await {
+                    Ok(()) => continue,
+                    Err(ProtocolError::Receive(e)) => {
+                        warn!(error = %e, "cannot receive P-DATA; aborting");
+                        let _ = assoc.abort().await;
+                        return "receive-error";
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "protocol error; aborting association");
+                        let _ = assoc.abort().await;
+                        return "protocol-error";
+                    }
+                },
+                Ok(Ok(_)) => match tokio::time::timeout(self.scp.idle, assoc.receive()).await {
+                    Err(_) => {
+                        warn!("association idle for too long; aborting");
+                        let _ = assoc.abort().await;
+                        return "idle-timeout";
+                    }
+                    Ok(Err(dicom_ul::association::Error::ConnectionClosed { .. })) => {
+                        info!("connection closed by peer without release");
+                        return "closed";
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "cannot receive PDU; aborting");
+                        let _ = assoc.abort().await;
+                        return "receive-error";
+                    }
+                    Ok(Ok(pdu)) => pdu,
+                },
             };
             match pdu {
-                Pdu::PData { data } => {
-                    for pdv in data {
-                        if let Err(e) = self.on_pdv(&mut assoc, pdv).await {
-                            warn!(error = %e, "protocol error; aborting association");
-                            let _ = assoc.abort().await;
-                            return "protocol-error";
-                        }
-                    }
-                }
                 Pdu::ReleaseRQ => {
                     if let Err(e) = assoc.send(&Pdu::ReleaseRP).await {
                         debug!(error = %e, "cannot send A-RELEASE-RP");
@@ -420,57 +583,142 @@ impl Session<'_> {
         }
     }
 
-    async fn on_pdv<S: Transport>(
+    /// Read one P-DATA-TF PDU (its header is buffered): command fragments
+    /// are collected, data set fragments of a C-STORE streamed to the spool.
+    async fn on_pdata<S: Transport>(
         &mut self,
         assoc: &mut AsyncServerAssociation<S>,
-        pdv: PDataValue,
     ) -> Result<(), ProtocolError> {
-        match pdv.value_type {
-            PDataValueType::Command => {
-                if self.pending.is_some() {
-                    return Err(ProtocolError::Unexpected(
-                        "command received while a data set was expected".into(),
-                    ));
-                }
-                self.cmd_buf.extend_from_slice(&pdv.data);
-                if self.cmd_buf.len() > 64 * 1024 {
-                    return Err(ProtocolError::Unexpected("command set too large".into()));
-                }
-                if !pdv.is_last {
-                    return Ok(());
-                }
-                let cmd = Command::parse(&self.cmd_buf);
-                self.cmd_buf.clear();
-                let cmd = cmd?;
-                self.on_command(assoc, pdv.presentation_context_id, cmd)
-                    .await
+        let idle = self.scp.idle;
+        let mut hdr = [0u8; 6];
+        read_exact(assoc, idle, &mut hdr).await?;
+        let len = u32::from_be_bytes([hdr[2], hdr[3], hdr[4], hdr[5]]);
+        if len > assoc.acceptor_max_pdu_length() {
+            return Err(ProtocolError::Unexpected(format!(
+                "P-DATA-TF of {len} bytes exceeds the negotiated maximum PDU length"
+            )));
+        }
+        let mut remaining = u64::from(len);
+        while remaining > 0 {
+            if remaining < 6 {
+                return Err(ProtocolError::Unexpected("truncated PDV item".into()));
             }
-            PDataValueType::Data => {
-                let Some(p) = self.pending.as_ref() else {
-                    return Err(ProtocolError::Unexpected(
-                        "data set fragment without a C-STORE command".into(),
-                    ));
-                };
-                if p.pc_id != pdv.presentation_context_id {
-                    return Err(ProtocolError::Unexpected(
-                        "data set on another presentation context than its command".into(),
-                    ));
-                }
-                if self.data_buf.is_empty() && pdv.is_last {
-                    // the whole data set in one fragment (max PDU 1 MiB):
-                    // take it without copying
-                    self.data_buf = pdv.data;
-                } else {
-                    self.data_buf.extend_from_slice(&pdv.data);
-                }
-                if pdv.is_last {
-                    if let Some(p) = self.pending.take() {
-                        self.finish_store(assoc, p).await?;
-                    }
-                }
-                Ok(())
+            read_exact(assoc, idle, &mut hdr).await?;
+            let item_len = u64::from(u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]));
+            if item_len < 2 || item_len + 4 > remaining {
+                return Err(ProtocolError::Unexpected(format!(
+                    "PDV item length {item_len} does not fit its PDU"
+                )));
+            }
+            remaining -= item_len + 4;
+            let (pc_id, control) = (hdr[4], hdr[5]);
+            let is_last = control & 0x02 != 0;
+            let len = (item_len - 2) as usize;
+            if control & 0x01 != 0 {
+                self.on_command_fragment(assoc, pc_id, len, is_last).await?;
+            } else {
+                self.on_data_fragment(assoc, pc_id, len, is_last).await?;
             }
         }
+        Ok(())
+    }
+
+    async fn on_command_fragment<S: Transport>(
+        &mut self,
+        assoc: &mut AsyncServerAssociation<S>,
+        pc_id: u8,
+        len: usize,
+        is_last: bool,
+    ) -> Result<(), ProtocolError> {
+        if self.pending.is_some() || self.action.is_some() {
+            return Err(ProtocolError::Unexpected(
+                "command received while a data set was expected".into(),
+            ));
+        }
+        let start = self.cmd_buf.len();
+        if start + len > 64 * 1024 {
+            return Err(ProtocolError::Unexpected("command set too large".into()));
+        }
+        self.cmd_buf.resize(start + len, 0);
+        read_exact(assoc, self.scp.idle, &mut self.cmd_buf[start..]).await?;
+        if !is_last {
+            return Ok(());
+        }
+        let cmd = Command::parse(&self.cmd_buf);
+        self.cmd_buf.clear();
+        let cmd = cmd?;
+        self.on_command(assoc, pc_id, cmd).await
+    }
+
+    async fn on_data_fragment<S: Transport>(
+        &mut self,
+        assoc: &mut AsyncServerAssociation<S>,
+        pc_id: u8,
+        len: usize,
+        is_last: bool,
+    ) -> Result<(), ProtocolError> {
+        if self.action.is_some() {
+            // a small data set (storage commitment request): in memory
+            let mut data = vec![0u8; len];
+            read_exact(assoc, self.scp.idle, &mut data).await?;
+            let pdv = PDataValue {
+                presentation_context_id: pc_id,
+                value_type: PDataValueType::Data,
+                is_last,
+                data,
+            };
+            return self.on_action_data(assoc, pdv).await;
+        }
+        let idle = self.scp.idle;
+        let Some(rx) = self.pending.as_mut() else {
+            return Err(ProtocolError::Unexpected(
+                "data set fragment without a C-STORE command".into(),
+            ));
+        };
+        if rx.p.pc_id != pc_id {
+            return Err(ProtocolError::Unexpected(
+                "data set on another presentation context than its command".into(),
+            ));
+        }
+        let mut left = len;
+        while left > 0 {
+            use bytes::Buf;
+            use tokio::io::AsyncReadExt;
+            let want = left.min(CHUNK - rx.chunk.len());
+            let (sock, rbuf) = assoc.get_mut();
+            let n = if !rbuf.is_empty() {
+                let n = want.min(rbuf.len());
+                rx.chunk.extend_from_slice(&rbuf[..n]);
+                rbuf.advance(n);
+                n
+            } else {
+                // straight from the socket into the chunk
+                let mut limited = (&mut *sock).take(want as u64);
+                match tokio::time::timeout(idle, limited.read_buf(&mut rx.chunk)).await {
+                    Err(_) => {
+                        return Err(ProtocolError::Receive(std::io::ErrorKind::TimedOut.into()))
+                    }
+                    Ok(Err(e)) => return Err(ProtocolError::Receive(e)),
+                    Ok(Ok(0)) => {
+                        return Err(ProtocolError::Receive(
+                            std::io::ErrorKind::UnexpectedEof.into(),
+                        ))
+                    }
+                    Ok(Ok(n)) => n,
+                }
+            };
+            left -= n;
+            rx.received += n as u64;
+            if rx.chunk.len() >= CHUNK {
+                rx.flush(&mut self.spare).await;
+            }
+        }
+        if is_last {
+            if let Some(rx) = self.pending.take() {
+                self.finish_store(assoc, rx).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn on_command<S: Transport>(
@@ -516,16 +764,64 @@ impl Session<'_> {
                             "C-STORE-RQ on presentation context {pc_id}, which is not accepted"
                         ))
                     })?;
-                self.data_buf.clear();
-                self.pending = Some(PendingStore {
+                let p = PendingStore {
                     pc_id,
                     message_id: cmd.message_id,
                     sop_class: cmd.affected_sop_class.unwrap_or_default(),
                     sop_instance: cmd.affected_sop_instance.unwrap_or_default(),
                     transfer_syntax: pc.transfer_syntax.clone(),
                     abstract_syntax: pc.abstract_syntax.clone(),
+                };
+                let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+                let refused = if trim(&p.sop_class) != trim(&p.abstract_syntax) {
+                    warn!(
+                        message_id = p.message_id,
+                        "affected SOP class differs from the presentation context"
+                    );
+                    Some(Refusal::Status(dimse::STATUS_SOP_CLASS_NOT_SUPPORTED))
+                } else if p.sop_instance.is_empty() {
+                    warn!(
+                        message_id = p.message_id,
+                        "C-STORE-RQ without Affected SOP Instance UID"
+                    );
+                    Some(Refusal::Status(dimse::STATUS_CANNOT_UNDERSTAND))
+                } else {
+                    None
+                };
+                // create the spool file while the data set starts to arrive
+                let file = refused.is_none().then(|| {
+                    let spool = self.scp.spool.clone();
+                    let (class, inst, ts, ae) = (
+                        p.sop_class.clone(),
+                        p.sop_instance.clone(),
+                        p.transfer_syntax.clone(),
+                        self.calling_ae.clone(),
+                    );
+                    tokio::task::spawn_blocking(move || {
+                        let inc = spool.begin(&Expected {
+                            sop_class_uid: &class,
+                            sop_instance_uid: &inst,
+                            transfer_syntax_uid: &ts,
+                            calling_ae: &ae,
+                        })?;
+                        Ok((inc, None))
+                    })
+                });
+                let chunk = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(CHUNK));
+                self.pending = Some(Receiving {
+                    p,
+                    chunk,
+                    file,
+                    refused,
+                    received: 0,
                 });
                 Ok(())
+            }
+            crate::commitment::N_ACTION_RQ | crate::commitment::N_EVENT_REPORT_RSP => {
+                self.on_commitment_command(assoc, pc_id, cmd).await
             }
             other => Err(ProtocolError::Unexpected(format!(
                 "unsupported DIMSE command {other:#06x}"
@@ -536,78 +832,77 @@ impl Session<'_> {
     async fn finish_store<S: Transport>(
         &mut self,
         assoc: &mut AsyncServerAssociation<S>,
-        p: PendingStore,
+        mut rx: Receiving,
     ) -> Result<(), ProtocolError> {
-        let size = self.data_buf.len();
-        let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
-        let status = if trim(&p.sop_class) != trim(&p.abstract_syntax) {
-            warn!(
-                message_id = p.message_id,
-                "affected SOP class differs from the presentation context"
-            );
-            dimse::STATUS_SOP_CLASS_NOT_SUPPORTED
-        } else if p.sop_instance.is_empty() {
-            warn!(
-                message_id = p.message_id,
-                "C-STORE-RQ without Affected SOP Instance UID"
-            );
-            dimse::STATUS_CANNOT_UNDERSTAND
-        } else {
-            let spool = self.scp.spool.clone();
-            let buf = std::mem::take(&mut self.data_buf);
-            let (class, inst, ts, ae) = (
-                p.sop_class.clone(),
-                p.sop_instance.clone(),
-                p.transfer_syntax.clone(),
-                self.calling_ae.clone(),
-            );
-            let joined = tokio::task::spawn_blocking(move || {
-                let r = spool.store(
-                    &buf,
-                    &Expected {
-                        sop_class_uid: &class,
-                        sop_instance_uid: &inst,
-                        transfer_syntax_uid: &ts,
-                        calling_ae: &ae,
-                    },
+        let size = rx.received;
+        let tail = std::mem::take(&mut rx.chunk);
+        let p = rx.p;
+        let result = match (rx.refused, rx.file) {
+            (Some(Refusal::Status(status)), _) => Err(status),
+            (Some(Refusal::Spool(e)), _) => Err(refused(p.message_id, &e)),
+            (None, None) => Err(dimse::STATUS_CANNOT_UNDERSTAND),
+            (None, Some(task)) => {
+                // the tail, the head check and fdatasync in one blocking
+                // step; then the group commit (rename + directory fsync)
+                let (class, inst, ts, ae) = (
+                    p.sop_class.clone(),
+                    p.sop_instance.clone(),
+                    p.transfer_syntax.clone(),
+                    self.calling_ae.clone(),
                 );
-                (r, buf)
-            })
-            .await;
-            match joined {
-                Ok((result, mut buf)) => {
-                    buf.clear();
-                    self.data_buf = buf;
-                    match result {
-                        Ok(spool_id) => {
-                            debug!(
-                                message_id = p.message_id,
-                                spool_id = %spool_id,
-                                sop_class = %trim(&p.sop_class),
-                                bytes = size,
-                                "instance spooled"
-                            );
-                            // the upload worker may be disabled: ignore a closed channel
-                            let _ = self.scp.wake.send(spool_id);
-                            dimse::STATUS_SUCCESS
+                let finished = match join_file(task).await {
+                    Ok((mut inc, old)) => {
+                        if let Some(mut old) = old {
+                            old.clear();
+                            self.spare.push(old);
                         }
-                        Err(e) => {
-                            log_store_error(p.message_id, &e);
-                            e.dimse_status()
+                        let done = tokio::task::spawn_blocking(move || {
+                            inc.write(&tail)?;
+                            inc.finish(&Expected {
+                                sop_class_uid: &class,
+                                sop_instance_uid: &inst,
+                                transfer_syntax_uid: &ts,
+                                calling_ae: &ae,
+                            })?;
+                            Ok((inc, tail))
+                        });
+                        join_file_done(done).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match finished {
+                    Ok((inc, mut tail)) => {
+                        tail.clear();
+                        self.spare.push(tail);
+                        match self.scp.spool.commit(inc).await {
+                            Ok(spool_id) => Ok(spool_id),
+                            Err(e) => Err(refused(p.message_id, &SpoolError::Io(e))),
                         }
                     }
-                }
-                Err(e) => {
-                    warn!(message_id = p.message_id, error = %e, "spool task failed");
-                    dimse::STATUS_CANNOT_UNDERSTAND
+                    Err(e) => Err(refused(p.message_id, &e)),
                 }
             }
         };
+        let status = match result {
+            Ok(spool_id) => {
+                debug!(
+                    message_id = p.message_id,
+                    spool_id = %spool_id,
+                    sop_class = %p.sop_class.trim_end_matches(['\0', ' ']),
+                    bytes = size,
+                    "instance spooled"
+                );
+                // the upload worker may be disabled: ignore a closed channel
+                let _ = self.scp.wake.send(spool_id);
+                dimse::STATUS_SUCCESS
+            }
+            Err(status) => status,
+        };
         if status == dimse::STATUS_SUCCESS {
             self.stored += 1;
-            self.bytes += size as u64;
+            self.bytes += size;
             metrics::counter!(crate::admin::names::INSTANCES_RECEIVED).increment(1);
-            metrics::counter!(crate::admin::names::BYTES_RECEIVED).increment(size as u64);
+            metrics::counter!(crate::admin::names::BYTES_RECEIVED).increment(size);
         } else {
             self.failed += 1;
             metrics::counter!(crate::admin::names::INSTANCES_REFUSED, "status" => format!("{status:#06X}"))
@@ -618,11 +913,133 @@ impl Session<'_> {
     }
 }
 
-fn log_store_error(message_id: u16, e: &SpoolError) {
-    let status = format!("{:#06X}", e.dimse_status());
+/// Storage commitment dispatch (the logic is in `crate::commitment`).
+impl Session<'_> {
+    async fn on_commitment_command<S: Transport>(
+        &mut self,
+        assoc: &mut AsyncServerAssociation<S>,
+        pc_id: u8,
+        cmd: Command,
+    ) -> Result<(), ProtocolError> {
+        use crate::commitment as sc;
+        let pc = assoc.presentation_contexts().iter().find(|pc| {
+            pc.id == pc_id
+                && pc.reason == PresentationContextResultReason::Acceptance
+                && pc.abstract_syntax.trim_end_matches(['\0', ' ']) == sc::SOP_CLASS
+        });
+        let (Some(pc), Some(_)) = (pc, self.scp.commitment.as_ref()) else {
+            return Err(ProtocolError::Unexpected(format!(
+                "{:#06x} outside a storage commitment presentation context",
+                cmd.field
+            )));
+        };
+        if cmd.field == sc::N_EVENT_REPORT_RSP {
+            debug!(message_id = cmd.message_id, "N-EVENT-REPORT-RSP received");
+            return Ok(());
+        }
+        let action = sc::PendingAction {
+            pc_id,
+            transfer_syntax: pc.transfer_syntax.clone(),
+            command: sc::ActionCommand::from(&cmd),
+            data: Vec::new(),
+        };
+        if cmd.has_data_set {
+            self.action = Some(action);
+            Ok(())
+        } else {
+            self.finish_action(assoc, action).await
+        }
+    }
+
+    async fn on_action_data<S: Transport>(
+        &mut self,
+        assoc: &mut AsyncServerAssociation<S>,
+        pdv: PDataValue,
+    ) -> Result<(), ProtocolError> {
+        let Some(a) = self.action.as_mut() else {
+            return Ok(());
+        };
+        if a.pc_id != pdv.presentation_context_id {
+            return Err(ProtocolError::Unexpected(
+                "data set on another presentation context than its command".into(),
+            ));
+        }
+        a.push(&pdv.data).map_err(ProtocolError::Unexpected)?;
+        if pdv.is_last {
+            if let Some(a) = self.action.take() {
+                self.finish_action(assoc, a).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish_action<S: Transport>(
+        &mut self,
+        assoc: &mut AsyncServerAssociation<S>,
+        action: crate::commitment::PendingAction,
+    ) -> Result<(), ProtocolError> {
+        let Some(c) = self.scp.commitment.as_ref() else {
+            return Ok(());
+        };
+        let pc_id = action.pc_id;
+        let rsp = c.on_action(action, &self.calling_ae, self.reports.0.clone());
+        send_command(assoc, pc_id, rsp).await
+    }
+
+    async fn send_report<S: Transport>(
+        &mut self,
+        assoc: &mut AsyncServerAssociation<S>,
+        report: crate::commitment::Report,
+    ) {
+        for pdu in report.pdus(assoc.requestor_max_pdu_length()) {
+            if let Err(e) = assoc.send(&pdu).await {
+                warn!(error = %e, "cannot send the storage commitment report here");
+                if let Some(c) = self.scp.commitment.clone() {
+                    let ae = self.calling_ae.clone();
+                    tokio::spawn(
+                        async move { c.deliver_new_association(report.outcome, &ae).await },
+                    );
+                }
+                return;
+            }
+        }
+        info!(
+            event_type = report.event_type,
+            "storage commitment result sent on the requesting association"
+        );
+    }
+
+    /// Reports not sent before the association ended go to a new association.
+    fn hand_over_reports(&mut self) {
+        self.reports.1.close();
+        while let Ok(report) = self.reports.1.try_recv() {
+            if let Some(c) = self.scp.commitment.clone() {
+                let ae = self.calling_ae.clone();
+                tokio::spawn(async move { c.deliver_new_association(report.outcome, &ae).await });
+            }
+        }
+    }
+}
+
+/// Log why an instance is refused; its C-STORE-RSP status.
+fn refused(message_id: u16, e: &SpoolError) -> u16 {
+    let code = e.dimse_status();
+    let status = format!("{code:#06X}");
     match e {
         SpoolError::Io(_) => warn!(message_id, %status, error = %e, "cannot spool instance"),
         _ => warn!(message_id, %status, error = %e, "instance rejected"),
+    }
+    code
+}
+
+async fn join_file_done(
+    task: tokio::task::JoinHandle<Result<(Incoming, Vec<u8>), SpoolError>>,
+) -> Result<(Incoming, Vec<u8>), SpoolError> {
+    match task.await {
+        Ok(r) => r,
+        Err(e) => Err(SpoolError::Io(std::io::Error::other(format!(
+            "spool task failed: {e}"
+        )))),
     }
 }
 

@@ -10,16 +10,28 @@
 //! A `pending` file is the instance exactly as received: a Part 10 file
 //! whose meta group carries the negotiated transfer syntax, followed by the
 //! data set bytes as they came off the wire. It reaches `pending/` by
-//! write → fsync → rename → fsync(dir), and only then is C-STORE success
+//! write → fdatasync → rename → fsync(dir), and only then is C-STORE success
 //! sent. `<id>` is a UUID (simple form), never derived from the data.
+//!
+//! The SCP streams each data set into an [`Incoming`] file as its P-DATA
+//! fragments arrive ([`Spool::begin`], [`Incoming::write`]), validates the
+//! head of the data set and makes the data durable ([`Incoming::finish`],
+//! fdatasync, on the association's blocking task so several run in
+//! parallel), then hands it to the group committer ([`Spool::commit`]): one
+//! thread that renames every instance queued meanwhile (from all
+//! associations) into `pending/` and makes the whole batch durable with a
+//! single directory fsync before any of them is answered. A crash at any
+//! point leaves either a complete, durable instance in `pending/` or a
+//! `.tmp` in `incoming/` that start-up removes (never acknowledged).
 
 use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
 
 /// Why an incoming instance was not spooled; maps to a C-STORE status.
 #[derive(Debug, thiserror::Error)]
@@ -82,15 +94,15 @@ pub struct SpoolStats {
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
+    /// The group committer, started by the first [`Spool::commit`].
+    committer: Arc<Mutex<Option<mpsc::Sender<CommitJob>>>>,
 }
 
 impl Spool {
     /// Create the spool directories and remove leftovers of interrupted
     /// writes (never acknowledged, so the sender will retry them).
     pub fn open(root: &Path) -> io::Result<Self> {
-        let s = Self {
-            root: root.to_path_buf(),
-        };
+        let s = Self::at(root);
         for d in [s.incoming(), s.pending(), s.failed(), s.quarantine()] {
             fs::create_dir_all(d)?;
         }
@@ -108,6 +120,7 @@ impl Spool {
     pub fn at(root: &Path) -> Self {
         Self {
             root: root.to_path_buf(),
+            committer: Arc::default(),
         }
     }
 
@@ -183,18 +196,7 @@ impl Spool {
     pub fn store(&self, dataset: &[u8], expected: &Expected<'_>) -> Result<String, SpoolError> {
         let ts_uid = expected.transfer_syntax_uid.trim_end_matches(['\0', ' ']);
         validate(dataset, ts_uid, expected)?;
-        let meta = FileMetaTableBuilder::new()
-            .media_storage_sop_class_uid(expected.sop_class_uid.trim_end_matches(['\0', ' ']))
-            .media_storage_sop_instance_uid(expected.sop_instance_uid.trim_end_matches(['\0', ' ']))
-            .transfer_syntax(ts_uid)
-            .source_application_entity_title(expected.calling_ae.trim())
-            .build()
-            .map_err(|e| SpoolError::Unreadable(format!("file meta: {e}")))?;
-        let mut head = Vec::with_capacity(512);
-        head.extend_from_slice(&[0u8; 128]);
-        head.extend_from_slice(b"DICM");
-        meta.write(&mut head)
-            .map_err(|e| SpoolError::Unreadable(format!("file meta: {e}")))?;
+        let head = part10_header(expected)?;
 
         let id = uuid::Uuid::new_v4().simple().to_string();
         let tmp = self.incoming().join(format!("{id}.tmp"));
@@ -205,6 +207,59 @@ impl Spool {
         }
         res?;
         Ok(id)
+    }
+
+    /// Start receiving an instance: create `incoming/<id>.tmp` and write
+    /// the Part 10 header built from the command (`expected`); the data set
+    /// is then streamed in with [`Incoming::write`]. Blocking.
+    pub fn begin(&self, expected: &Expected<'_>) -> Result<Incoming, SpoolError> {
+        let header = part10_header(expected)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let tmp = self.incoming().join(format!("{id}.tmp"));
+        let file = File::options().write(true).create_new(true).open(&tmp)?;
+        // from here on, dropping `inc` removes the temp file
+        let mut inc = Incoming {
+            id,
+            tmp,
+            file,
+            header_len: header.len() as u64,
+            written: 0,
+            head: Vec::new(),
+            committed: false,
+        };
+        inc.file.write_all(&header)?;
+        Ok(inc)
+    }
+
+    /// Make a finished [`Incoming`] (data already durable) part of
+    /// `pending/` and durable there: rename + directory fsync, grouped with
+    /// every other instance queued meanwhile (group commit). Returns the
+    /// spool id once the rename is durable; only then may the C-STORE
+    /// success status be sent. On error the temp file is removed.
+    pub async fn commit(&self, inc: Incoming) -> io::Result<String> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.committer()?
+            .send(CommitJob { inc, done })
+            .map_err(|_| io::Error::other("spool committer stopped"))?;
+        rx.await
+            .map_err(|_| io::Error::other("spool committer stopped"))?
+    }
+
+    fn committer(&self) -> io::Result<mpsc::Sender<CommitJob>> {
+        let mut guard = self
+            .committer
+            .lock()
+            .map_err(|_| io::Error::other("spool committer lock poisoned"))?;
+        if let Some(tx) = guard.as_ref() {
+            return Ok(tx.clone());
+        }
+        let (tx, rx) = mpsc::channel();
+        let pending = self.pending();
+        std::thread::Builder::new()
+            .name("spool-commit".into())
+            .spawn(move || commit_loop(&rx, &pending))?;
+        *guard = Some(tx.clone());
+        Ok(tx)
     }
 
     /// Health probe: can the spool take an instance right now? Creates and
@@ -271,6 +326,261 @@ impl Spool {
         sync_dir(dir)?;
         sync_dir(&self.pending())
     }
+}
+
+/// Preamble, `DICM` and the file meta group for an instance as announced
+/// by its command (the data set follows as received).
+fn part10_header(expected: &Expected<'_>) -> Result<Vec<u8>, SpoolError> {
+    let ts_uid = expected.transfer_syntax_uid.trim_end_matches(['\0', ' ']);
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(expected.sop_class_uid.trim_end_matches(['\0', ' ']))
+        .media_storage_sop_instance_uid(expected.sop_instance_uid.trim_end_matches(['\0', ' ']))
+        .transfer_syntax(ts_uid)
+        .source_application_entity_title(expected.calling_ae.trim())
+        .build()
+        .map_err(|e| SpoolError::Unreadable(format!("file meta: {e}")))?;
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(&[0u8; 128]);
+    head.extend_from_slice(b"DICM");
+    meta.write(&mut head)
+        .map_err(|e| SpoolError::Unreadable(format!("file meta: {e}")))?;
+    Ok(head)
+}
+
+/// How much of the data set [`Incoming`] keeps in memory for validation.
+const HEAD_CAP: usize = 64 * 1024;
+/// How far into the data set the identifying attributes may be.
+const HEAD_MAX: u64 = 16 * 1024 * 1024;
+
+/// An instance being received into `incoming/<id>.tmp` (never
+/// acknowledged). Dropping it before [`Spool::commit`] succeeded removes
+/// the temp file.
+#[derive(Debug)]
+pub struct Incoming {
+    id: String,
+    tmp: PathBuf,
+    file: File,
+    header_len: u64,
+    /// Data set bytes written so far.
+    written: u64,
+    /// The first [`HEAD_CAP`] bytes of the data set.
+    head: Vec<u8>,
+    committed: bool,
+}
+
+impl Incoming {
+    /// Append data set bytes (as received). Blocking.
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.head.len() < HEAD_CAP {
+            let n = (HEAD_CAP - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+        }
+        self.file.write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Data set bytes received so far.
+    pub fn len(&self) -> u64 {
+        self.written
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.written == 0
+    }
+
+    /// The data set is complete: check its head against the command (SOP
+    /// Class / Instance UID, a valid UID, Study and Series Instance UID
+    /// present; the bulk of the data set is not parsed here) and make the
+    /// data durable (fdatasync). Blocking.
+    pub fn finish(&mut self, expected: &Expected<'_>) -> Result<(), SpoolError> {
+        let ts_uid = expected.transfer_syntax_uid.trim_end_matches(['\0', ' ']);
+        let complete = self.written <= self.head.len() as u64;
+        if !validate_head(&self.head, complete, ts_uid, expected)? {
+            // identifying attributes beyond the first HEAD_CAP bytes (e.g.
+            // a large private sequence first): read further from the file
+            let limit = self.written.min(HEAD_MAX);
+            let mut f = File::open(&self.tmp)?;
+            f.seek(io::SeekFrom::Start(self.header_len))?;
+            let mut more = Vec::with_capacity(limit as usize);
+            f.take(limit).read_to_end(&mut more)?;
+            if !validate_head(&more, self.written <= HEAD_MAX, ts_uid, expected)? {
+                return Err(SpoolError::Unreadable(format!(
+                    "SOP Class/Instance, Study and Series Instance UID not within the first {HEAD_MAX} bytes"
+                )));
+            }
+        }
+        // fdatasync: contents and size; the rename is made durable by the
+        // committer's directory fsync
+        self.file.sync_data()?;
+        Ok(())
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+struct CommitJob {
+    inc: Incoming,
+    done: tokio::sync::oneshot::Sender<io::Result<String>>,
+}
+
+/// The group committer: renames every queued instance into `pending/`,
+/// fsyncs the directory once for the whole batch, then answers them all.
+/// Batches form by themselves: whatever arrives while a directory fsync
+/// is running is committed by the next one.
+fn commit_loop(rx: &mpsc::Receiver<CommitJob>, pending: &Path) {
+    let mut dir: Option<File> = None;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut renamed = Vec::with_capacity(batch.len());
+        for mut job in batch {
+            let dst = pending.join(format!("{}.dcm", job.inc.id));
+            match fs::rename(&job.inc.tmp, &dst) {
+                Ok(()) => {
+                    job.inc.committed = true;
+                    renamed.push(job);
+                }
+                // the sender is told; dropping the job removes the temp file
+                Err(e) => {
+                    let _ = job.done.send(Err(e));
+                }
+            }
+        }
+        if renamed.is_empty() {
+            continue;
+        }
+        let synced = match dir.as_ref() {
+            Some(d) => d.sync_all(),
+            None => File::open(pending).and_then(|d| {
+                let r = d.sync_all();
+                dir = Some(d);
+                r
+            }),
+        };
+        tracing::trace!(batch = renamed.len(), "spool group commit");
+        match synced {
+            Ok(()) => {
+                for job in renamed {
+                    let id = job.inc.id.clone();
+                    let _ = job.done.send(Ok(id));
+                }
+            }
+            Err(e) => {
+                // not acknowledged; the files may still be uploaded, and a
+                // re-send of the same instance is idempotent
+                dir = None;
+                for job in renamed {
+                    let _ = job.done.send(Err(io::Error::new(e.kind(), e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Check the head of a data set (its first bytes, `complete` when that is
+/// the whole data set) against the command without parsing the rest:
+/// `Ok(false)` when the head ends before the identifying attributes.
+fn validate_head(
+    head: &[u8],
+    complete: bool,
+    ts_uid: &str,
+    expected: &Expected<'_>,
+) -> Result<bool, SpoolError> {
+    use dicom_encoding::transfer_syntax::Codec;
+    use dicom_parser::dataset::{DataSetReader, DataToken};
+    let ts = TransferSyntaxRegistry
+        .get(ts_uid)
+        .filter(|ts| !ts.is_unsupported())
+        .ok_or_else(|| SpoolError::UnsupportedTransferSyntax(ts_uid.to_string()))?;
+    if matches!(ts.codec(), Codec::Dataset(_)) {
+        // a compressed data set (deflate) is only read as a whole
+        if !complete {
+            return Ok(false);
+        }
+        validate(head, ts_uid, expected)?;
+        return Ok(true);
+    }
+    let wanted = [
+        tags::SOP_CLASS_UID,
+        tags::SOP_INSTANCE_UID,
+        tags::STUDY_INSTANCE_UID,
+        tags::SERIES_INSTANCE_UID,
+    ];
+    let mut found: [Option<String>; 4] = Default::default();
+    let reader = DataSetReader::new_with_ts(io::Cursor::new(head), ts)
+        .map_err(|e| SpoolError::Unreadable(e.to_string()))?;
+    let mut depth = 0usize;
+    let mut current = None;
+    let mut decided = false;
+    for token in reader {
+        let token = match token {
+            Ok(t) => t,
+            Err(e) if complete => return Err(SpoolError::Unreadable(e.to_string())),
+            Err(_) => break, // the head ends inside an element
+        };
+        match token {
+            DataToken::ElementHeader(h) if depth == 0 => {
+                if h.tag > tags::SERIES_INSTANCE_UID {
+                    decided = true;
+                    break;
+                }
+                current = wanted.iter().position(|t| *t == h.tag);
+            }
+            DataToken::PrimitiveValue(v) if depth == 0 => {
+                if let Some(i) = current.take() {
+                    found[i] = Some(v.to_str().trim_end_matches(['\0', ' ']).to_string());
+                }
+            }
+            DataToken::SequenceStart { tag, .. } => {
+                if depth == 0 && tag > tags::SERIES_INSTANCE_UID {
+                    decided = true;
+                    break;
+                }
+                depth += 1;
+            }
+            DataToken::PixelSequenceStart => {
+                if depth == 0 {
+                    decided = true;
+                    break;
+                }
+                depth += 1;
+            }
+            DataToken::SequenceEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if !(decided || complete || found.iter().all(Option::is_some)) {
+        return Ok(false);
+    }
+    let [class, inst, study, series] = found;
+    let class = class.ok_or(SpoolError::MissingAttribute("SOP Class UID"))?;
+    if class != expected.sop_class_uid.trim_end_matches(['\0', ' ']) {
+        return Err(SpoolError::Mismatch("SOP Class UID"));
+    }
+    let inst = inst.ok_or(SpoolError::MissingAttribute("SOP Instance UID"))?;
+    if inst != expected.sop_instance_uid.trim_end_matches(['\0', ' ']) {
+        return Err(SpoolError::Mismatch("SOP Instance UID"));
+    }
+    mado_core::Uid::parse(&inst).map_err(SpoolError::InvalidUid)?;
+    if study.is_none_or(|s| s.is_empty()) {
+        return Err(SpoolError::MissingAttribute("Study Instance UID"));
+    }
+    if series.is_none_or(|s| s.is_empty()) {
+        return Err(SpoolError::MissingAttribute("Series Instance UID"));
+    }
+    Ok(true)
 }
 
 fn is_spool_id(s: &str) -> bool {
@@ -419,6 +729,123 @@ mod tests {
         );
         assert!(spool.list_pending().unwrap().is_empty());
         assert_eq!(fs::read_dir(spool.incoming()).unwrap().count(), 0);
+    }
+
+    /// Stream `ds` in `chunk`-sized writes, finish and commit.
+    async fn stream(
+        spool: &Spool,
+        ds: &[u8],
+        chunk: usize,
+        exp: &Expected<'_>,
+    ) -> Result<String, SpoolError> {
+        let mut inc = spool.begin(exp)?;
+        for c in ds.chunks(chunk) {
+            inc.write(c)?;
+        }
+        inc.finish(exp)?;
+        Ok(spool.commit(inc).await?)
+    }
+
+    #[tokio::test]
+    async fn streamed_instance_is_identical_to_stored_and_group_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let ds = dataset("1.2.3.4");
+        let a = spool.store(&ds, &expected("1.2.3.4")).unwrap();
+        let b = stream(&spool, &ds, 7, &expected("1.2.3.4")).await.unwrap();
+        assert_eq!(
+            fs::read(spool.pending_path(&a)).unwrap(),
+            fs::read(spool.pending_path(&b)).unwrap()
+        );
+        // many at once: one committer, every one durable and answered
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (spool, ds) = (spool.clone(), ds.clone());
+            tasks.push(tokio::spawn(async move {
+                stream(&spool, &ds, 4096, &expected("1.2.3.4")).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(spool.list_pending().unwrap().len(), 18);
+        assert_eq!(fs::read_dir(spool.incoming()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn streamed_head_checks_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let ds = dataset("1.2.3.4");
+        let e = stream(&spool, &ds, 100, &expected("1.2.3.5"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.dimse_status(), 0xA900, "{e}");
+        let mut exp = expected("1.2.3.4");
+        exp.sop_class_uid = uids::MR_IMAGE_STORAGE;
+        let e = stream(&spool, &ds, 100, &exp).await.unwrap_err();
+        assert_eq!(e.dimse_status(), 0xA900, "{e}");
+        let e = stream(&spool, &dataset("1.2.03.4"), 100, &expected("1.2.03.4"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.dimse_status(), 0xC000, "{e}");
+        let e = stream(
+            &spool,
+            b"\x08\x00\x16\x00UI\xff\xff",
+            100,
+            &expected("1.2.3.4"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.dimse_status(), 0xC000, "{e}");
+        let mut no_series = crate::testutil::sample_dataset("1.2.3.4");
+        no_series.remove_element(tags::SERIES_INSTANCE_UID);
+        let mut raw = Vec::new();
+        no_series
+            .write_dataset_with_ts(
+                &mut raw,
+                &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+            )
+            .unwrap();
+        let e = stream(&spool, &raw, 100, &expected("1.2.3.4"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.dimse_status(), 0xA900, "{e}");
+        // a dropped (aborted) instance leaves nothing either
+        let mut inc = spool.begin(&expected("1.2.3.4")).unwrap();
+        inc.write(&ds[..10]).unwrap();
+        drop(inc);
+        assert!(spool.list_pending().unwrap().is_empty());
+        assert_eq!(fs::read_dir(spool.incoming()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn identifying_attributes_after_a_large_element_are_found() {
+        use dicom_core::value::PrimitiveValue;
+        use dicom_core::{DataElement, Tag, VR};
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut obj = crate::testutil::sample_dataset("1.2.3.4");
+        // 200 KB private element in group 0009, before (0020,000D)
+        obj.put(DataElement::new(
+            Tag(0x0009, 0x1002),
+            VR::OB,
+            PrimitiveValue::from(vec![0u8; 200_000]),
+        ));
+        let mut raw = Vec::new();
+        obj.write_dataset_with_ts(
+            &mut raw,
+            &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+        )
+        .unwrap();
+        let id = stream(&spool, &raw, 65_536, &expected("1.2.3.4"))
+            .await
+            .unwrap();
+        assert!(fs::read(spool.pending_path(&id)).unwrap().ends_with(&raw));
+        let e = stream(&spool, &raw, 65_536, &expected("1.2.3.9"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.dimse_status(), 0xA900, "{e}");
     }
 
     #[test]

@@ -216,6 +216,9 @@ pub struct Uploader {
     deid: Arc<Pipeline>,
     http: reqwest::Client,
     store: DynStore,
+    /// Storage commitment ledger: original SOP Instance UIDs confirmed in
+    /// the store (or refused), when `[commitment]` is enabled.
+    ledger: Option<Arc<crate::commitment::Ledger>>,
 }
 
 impl Uploader {
@@ -238,7 +241,26 @@ impl Uploader {
             deid,
             http,
             store,
+            ledger: None,
         })
+    }
+
+    /// Record the fate of every instance in the storage commitment ledger.
+    pub fn with_ledger(mut self, ledger: Option<Arc<crate::commitment::Ledger>>) -> Self {
+        self.ledger = ledger;
+        self
+    }
+
+    /// Record `original` (the modality's SOP Instance UID) in the ledger.
+    async fn settle(&self, original: Option<String>, state: crate::commitment::State) {
+        let (Some(ledger), Some(uid)) = (self.ledger.clone(), original) else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || ledger.record(&uid, state)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot record the instance in the commitment ledger"),
+            Err(e) => warn!(error = %e, "commitment ledger task failed"),
+        }
     }
 
     /// Open the object store, retrying until it works (the SCP keeps
@@ -311,7 +333,12 @@ impl Uploader {
                     if let Some(id) = queue.pop_front() {
                         let this = self.clone();
                         let done = done_tx.clone();
-                        let span = info_span!("upload", spool_id = %id);
+                        let span = info_span!(
+                            "upload",
+                            spool_id = %id,
+                            sop_class = tracing::field::Empty,
+                            size = tracing::field::Empty,
+                        );
                         tasks.spawn(async move {
                             let _permit = permit;
                             this.process(&id).await;
@@ -331,7 +358,22 @@ impl Uploader {
         }
         let started = std::time::Instant::now();
         let deid = self.deid.clone();
-        let prepared = match on_rayon(move || prepare_file(&path, &deid)).await {
+        let track = self.ledger.is_some();
+        let (original, prepared) = match on_rayon(move || {
+            // the modality's SOP Instance UID, for storage commitment
+            let original = if track {
+                crate::commitment::original_sop_instance_uid(&path)
+            } else {
+                None
+            };
+            (original, prepare_file(&path, &deid))
+        })
+        .await
+        {
+            Some((o, r)) => (o, Some(r)),
+            None => (None, None),
+        };
+        let prepared = match prepared {
             Some(Ok(p)) => p,
             Some(Err(PrepareError::Io(e))) => {
                 debug!(error = %e, "spool file not readable; skipping");
@@ -342,13 +384,23 @@ impl Uploader {
                 error!(error = %e, "vault unavailable; instance stays pending");
                 return Outcome::Skipped;
             }
-            Some(Err(e)) => return self.quarantine(id, &e.to_string()).await,
+            Some(Err(e)) => {
+                let out = self.quarantine(id, &e.to_string()).await;
+                if out == Outcome::Quarantined {
+                    self.settle(original, crate::commitment::State::Failed)
+                        .await;
+                }
+                return out;
+            }
             None => {
                 return self
                     .quarantine(id, &PrepareError::Panicked.to_string())
                     .await
             }
         };
+        let span = tracing::Span::current();
+        span.record("sop_class", prepared.register.sop_class_uid.as_str());
+        span.record("size", prepared.bytes.len());
         let study = prepared.register.study_uid.clone();
         let sop = prepared.register.sop_instance_uid.clone();
 
@@ -395,11 +447,17 @@ impl Uploader {
                         Ok(Err(e)) => error!(error = %e, "cannot move spool file to failed/"),
                         Err(e) => error!(error = %e, "spool task failed"),
                     }
+                    self.settle(original, crate::commitment::State::Failed)
+                        .await;
                     return Outcome::Failed;
                 }
             }
         };
 
+        // in the store (read back and verified) and registered: committed,
+        // recorded before the spool copy goes
+        self.settle(original, crate::commitment::State::Stored)
+            .await;
         let spool = self.spool.clone();
         let id2 = id.to_string();
         match tokio::task::spawn_blocking(move || {

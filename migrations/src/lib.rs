@@ -13,6 +13,7 @@ mod m20250601_000004_create_instances;
 mod m20250601_000005_create_users;
 mod m20250601_000006_create_sessions;
 mod m20251120_000001_orgs_grants_audit;
+mod m20261123_000002_totp_last_step;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250601_000005_create_users::Migration),
             Box::new(m20250601_000006_create_sessions::Migration),
             Box::new(m20251120_000001_orgs_grants_audit::Migration),
+            Box::new(m20261123_000002_totp_last_step::Migration),
         ]
     }
 }

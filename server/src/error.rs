@@ -20,6 +20,11 @@ pub enum ApiError {
     /// login page.
     #[error("login required")]
     LoginRequired,
+    /// A browser asked for a signed-in page without a session: redirect to
+    /// `/login?next=…` (the value is the local path and query, already
+    /// percent-encoded).
+    #[error("login required")]
+    LoginRequiredNext(String),
     /// The request is understood but refused (e.g. a CSRF token mismatch).
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
@@ -49,6 +54,28 @@ struct Problem<'a> {
 }
 
 impl ApiError {
+    /// No credentials: a browser's `GET` of an HTML page (`Accept` names
+    /// `text/html`) is sent to the login page with `next` = this URL; any
+    /// other client gets 401 problem+json.
+    pub fn unauthenticated(req: &actix_web::HttpRequest) -> ApiError {
+        let wants_html = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+        if req.method() != actix_web::http::Method::GET || !wants_html {
+            return ApiError::Unauthorized;
+        }
+        let target = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let next: String =
+            openidconnect::url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+        ApiError::LoginRequiredNext(next)
+    }
+
     fn detail(&self) -> Option<String> {
         match self {
             ApiError::BadRequest(m) => Some(m.clone()),
@@ -56,7 +83,9 @@ impl ApiError {
             ApiError::Forbidden(m) | ApiError::Conflict(m) => Some((*m).into()),
             ApiError::NotImplemented(m) => Some((*m).into()),
             ApiError::NotFound => Some("no such resource".into()),
-            ApiError::LoginRequired | ApiError::Unexpected(_) => None,
+            ApiError::LoginRequired | ApiError::LoginRequiredNext(_) | ApiError::Unexpected(_) => {
+                None
+            }
         }
     }
 }
@@ -66,7 +95,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::LoginRequired => StatusCode::SEE_OTHER,
+            ApiError::LoginRequired | ApiError::LoginRequiredNext(_) => StatusCode::SEE_OTHER,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -85,6 +114,12 @@ impl ResponseError for ApiError {
             ApiError::LoginRequired => {
                 return HttpResponse::SeeOther()
                     .insert_header((header::LOCATION, "/login"))
+                    .insert_header((header::CACHE_CONTROL, "no-store"))
+                    .finish();
+            }
+            ApiError::LoginRequiredNext(next) => {
+                return HttpResponse::SeeOther()
+                    .insert_header((header::LOCATION, format!("/login?next={next}")))
                     .insert_header((header::CACHE_CONTROL, "no-store"))
                     .finish();
             }

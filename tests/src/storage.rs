@@ -79,6 +79,10 @@ fn list_local(root: &Path, prefix: &str) -> Result<Vec<String>> {
             let p = entry.path();
             if entry.file_type()?.is_dir() {
                 stack.push(p);
+            } else if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                // LocalStore's in-flight write (renamed into place when
+                // complete): not an object yet, as LocalStore::list says
+                continue;
             } else if let Ok(rel) = p.strip_prefix(root) {
                 let key = rel.to_string_lossy().replace('\\', "/");
                 if key.starts_with(prefix) {

@@ -24,6 +24,13 @@ const ASSETS: &[(&str, Asset)] = &[
         },
     ),
     (
+        "forms.js",
+        Asset {
+            bytes: include_bytes!("../static/forms.js"),
+            content_type: "text/javascript; charset=utf-8",
+        },
+    ),
+    (
         "favicon.svg",
         Asset {
             bytes: include_bytes!("../static/favicon.svg"),

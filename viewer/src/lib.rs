@@ -11,8 +11,9 @@ pub mod pages;
 
 pub use i18n::{Lang, Strings};
 pub use pages::{
-    AuditPage, AuditRow, Chrome, ImageView, LoginPage, SeriesView, SharePasscodePage, StudyPage,
-    StudyRow, TotpEnrolPage, TotpLoginPage, WorklistPage,
+    AdminGrantRow, AdminOrgRow, AdminPage, AdminUserRow, AuditPage, AuditRow, Chrome, ImageView,
+    LoginPage, SeriesView, ShareDialog, ShareLinkRow, SharePasscodePage, StudyPage, StudyRow,
+    TotpEnrolPage, TotpLoginPage, WorklistPage,
 };
 
 /// Re-exported so the server can call `render()` without depending on askama.

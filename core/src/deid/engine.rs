@@ -1,5 +1,6 @@
 //! The compiled rules and the walk over a data set.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{NaiveDate, TimeDelta};
@@ -9,12 +10,13 @@ use dicom_core::smallvec::SmallVec;
 use dicom_core::value::{DataSetSequence, Value};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
-use dicom_encoding::text::SpecificCharacterSet;
+use dicom_encoding::text::{SpecificCharacterSet, TextCodec};
 use dicom_encoding::transfer_syntax::{Endianness, TransferSyntaxIndex};
 use dicom_object::mem::InMemElement;
 use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
+use super::charset::{self, CharacterSet};
 use super::config::{DeidConfig, BASIC_PROFILE_CODE};
 use super::descriptor;
 use super::pseudo::{Keyed, PseudonymFormat};
@@ -202,6 +204,12 @@ struct Ctx {
     /// The transfer syntax is little endian (pixel words can be stored as bytes).
     little_endian: bool,
     stats: Stats,
+    /// Specific Character Set of the data set being walked (an item inherits its parent's
+    /// unless it has its own).
+    charset: CharacterSet,
+    /// dicom-rs's text codec when it read, and when it will write, the current element
+    /// (see [`RsCodecs`]).
+    rs: RsCodecs,
 }
 
 /// The de-identification engine: compiled rules, options and key. Build once, share
@@ -284,12 +292,14 @@ impl Engine {
     /// zeros by dicom-object). On error the object is left partly processed and must be
     /// discarded (quarantine the original).
     pub fn deidentify(&self, obj: &mut DefaultDicomObject) -> Result<Report, DeidError> {
+        let [patient_id, patient_name, accession_number, study_date, study_instance_uid] =
+            top_texts(obj, IDENTIFIERS)?;
         let original = Identifiers {
-            patient_id: top_text(obj, tags::PATIENT_ID)?,
-            patient_name: top_text(obj, tags::PATIENT_NAME)?,
-            accession_number: top_text(obj, tags::ACCESSION_NUMBER)?,
-            study_date: top_text(obj, tags::STUDY_DATE)?,
-            study_instance_uid: top_text(obj, tags::STUDY_INSTANCE_UID)?,
+            patient_id,
+            patient_name,
+            accession_number,
+            study_date,
+            study_instance_uid,
         };
         let pid = original.patient_id.clone().unwrap_or_default();
         let already = self.is_own_value(&self.id_fmt, &pid);
@@ -306,6 +316,8 @@ impl Engine {
             shift,
             little_endian,
             stats: Stats::default(),
+            charset: CharacterSet::default(),
+            rs: RsCodecs::default(),
         };
 
         let inner = std::mem::replace(&mut **obj, InMemDicomObject::new_empty());
@@ -324,19 +336,20 @@ impl Engine {
         self.mark(obj);
         self.fix_meta(obj, &mut ctx);
 
-        let out = |t: Tag| top_text(obj, t).ok().flatten().filter(|s| !s.is_empty());
+        let [patient_id, patient_name, accession_number, study_date, study_instance_uid, series_uid, sop_instance_uid, sop_class_uid] =
+            top_texts(obj, OUTPUT_IDENTIFIERS)?.map(|v| v.filter(|s| !s.is_empty()));
         Ok(Report {
             pseudonym: Identifiers {
-                patient_id: out(tags::PATIENT_ID),
-                patient_name: out(tags::PATIENT_NAME),
-                accession_number: out(tags::ACCESSION_NUMBER),
-                study_date: out(tags::STUDY_DATE),
-                study_instance_uid: out(tags::STUDY_INSTANCE_UID),
+                patient_id,
+                patient_name,
+                accession_number,
+                study_date,
+                study_instance_uid,
             },
             original,
-            series_uid: out(tags::SERIES_INSTANCE_UID),
-            sop_instance_uid: out(tags::SOP_INSTANCE_UID),
-            sop_class_uid: out(tags::SOP_CLASS_UID),
+            series_uid,
+            sop_instance_uid,
+            sop_class_uid,
             already_pseudonymized: already,
             stats: ctx.stats,
         })
@@ -386,13 +399,21 @@ impl Engine {
         // private creators seen: (group, block, creator, index in `out`)
         let mut creators: SmallVec<[(u16, u8, String, usize); 4]> = SmallVec::new();
         let mut used_blocks: SmallVec<[(u16, u8); 4]> = SmallVec::new();
+        let parent_charset = ctx.charset.clone();
         for elem in ds {
             let tag = elem.tag();
             if tag == tags::SPECIFIC_CHARACTER_SET {
-                check_charset(&elem)?;
+                // needed to read every kept text value: always kept
+                ctx.charset = parse_charset(&elem)?;
+                ctx.rs.read(&elem);
+                ctx.rs.write(&elem);
+                ctx.stats.kept += 1;
+                out.push(elem);
+                continue;
             }
             if tag.group() % 2 == 1 {
                 if !self.private_keep {
+                    ctx.rs.skip(&elem);
                     ctx.stats.removed += 1;
                     continue;
                 }
@@ -415,9 +436,11 @@ impl Engine {
                             out.push(kept);
                         }
                     } else {
+                        ctx.rs.skip(&elem);
                         ctx.stats.removed += 1;
                     }
                 } else {
+                    ctx.rs.skip(&elem);
                     ctx.stats.removed += 1;
                 }
                 continue;
@@ -427,6 +450,7 @@ impl Engine {
                 out.push(e);
             }
         }
+        ctx.charset = parent_charset;
         if !creators.is_empty() {
             let unused: SmallVec<[usize; 4]> = creators
                 .iter()
@@ -454,11 +478,13 @@ impl Engine {
         let tag = elem.tag();
         match op {
             Op::Remove => {
+                ctx.rs.skip(&elem);
                 ctx.stats.removed += 1;
                 Ok(None)
             }
             Op::Keep | Op::KeepRefs => self.keep(elem, ctx, depth).map(Some),
             Op::Empty => {
+                ctx.rs.skip(&elem);
                 ctx.stats.emptied += 1;
                 Ok(Some(match elem.value() {
                     Value::Sequence(_) => sequence(tag, Vec::new()),
@@ -466,13 +492,14 @@ impl Engine {
                 }))
             }
             Op::Dummy => {
+                ctx.rs.skip(&elem);
                 ctx.stats.replaced += 1;
-                Ok(Some(self.dummy(elem, ctx)))
+                self.dummy(elem, ctx).map(Some)
             }
             Op::Clean => self.clean(elem, ctx, depth),
             Op::Uid => Ok(self.uid(elem, ctx)),
             Op::PatientId | Op::PatientName => {
-                let current = text_value(&elem)?;
+                let current = ctx_text(&elem, ctx)?.trim_matches([' ', '\0']).to_owned();
                 let (fmt, vr) = if op == Op::PatientId {
                     (&self.id_fmt, VR::LO)
                 } else {
@@ -485,7 +512,7 @@ impl Engine {
                 };
                 let v = self.pseudonym(fmt, &current, &key);
                 ctx.stats.replaced += 1;
-                Ok(Some(DataElement::new(tag, vr, PrimitiveValue::from(v))))
+                text_element(tag, vr, &v, ctx).map(Some)
             }
         }
     }
@@ -525,6 +552,10 @@ impl Engine {
                     PrimitiveValue::U8(SmallVec::from_vec(bytes)),
                 ))
             }
+            Value::Primitive(_) if charset::is_text_vr(elem.vr()) => {
+                ctx.stats.kept += 1;
+                keep_text(elem, ctx)
+            }
             Value::Primitive(p) => {
                 check_decoded(elem.tag(), p)?;
                 ctx.stats.kept += 1;
@@ -537,23 +568,17 @@ impl Engine {
         }
     }
 
-    fn dummy(&self, elem: InMemElement, ctx: &mut Ctx) -> InMemElement {
+    fn dummy(&self, elem: InMemElement, ctx: &mut Ctx) -> Result<InMemElement, DeidError> {
         let tag = elem.tag();
         if let Value::Sequence(_) = elem.value() {
-            return sequence(tag, vec![InMemDicomObject::new_empty()]);
+            return Ok(sequence(tag, vec![InMemDicomObject::new_empty()]));
         }
         let vr = effective_vr(tag, elem.vr());
         let v = match vr {
-            VR::AE
-            | VR::CS
-            | VR::LO
-            | VR::LT
-            | VR::PN
-            | VR::SH
-            | VR::ST
-            | VR::UC
-            | VR::UT
-            | VR::UR => PrimitiveValue::from(DUMMY_TEXT),
+            VR::LO | VR::LT | VR::PN | VR::SH | VR::ST | VR::UC | VR::UT => {
+                return text_element(tag, vr, DUMMY_TEXT, ctx);
+            }
+            VR::AE | VR::CS | VR::UR => PrimitiveValue::from(DUMMY_TEXT),
             VR::AS => PrimitiveValue::from("000Y"),
             VR::DA => PrimitiveValue::from("19000101"),
             VR::DT => PrimitiveValue::from("19000101000000"),
@@ -581,7 +606,7 @@ impl Engine {
             VR::OW => PrimitiveValue::U16(SmallVec::from_elem(0, 1)),
             VR::OB | VR::UN | VR::SQ => PrimitiveValue::U8(SmallVec::from_elem(0, 2)),
         };
-        DataElement::new(tag, vr, v)
+        Ok(DataElement::new(tag, vr, v))
     }
 
     fn clean(
@@ -599,6 +624,13 @@ impl Engine {
             return Ok(None);
         };
         let vr = elem.vr();
+        // free text: decoded with the full character set, kept only if every value is a
+        // clean descriptor (an undecodable value is an error: quarantine)
+        let clean_text = match vr {
+            VR::LO | VR::SH | VR::UC => ctx_text(&elem, ctx)?.split('\\').all(descriptor::is_clean),
+            VR::LT | VR::ST | VR::UT => descriptor::is_clean(&ctx_text(&elem, ctx)?),
+            _ => false,
+        };
         match vr {
             VR::DA | VR::DT => {
                 let Some(days) = ctx.shift else {
@@ -630,24 +662,15 @@ impl Engine {
                 )))
             }
             VR::TM => self.keep(elem, ctx, depth).map(Some),
-            VR::LO | VR::LT | VR::SH | VR::ST | VR::UC | VR::UT
-                if strings_of(elem.value())
-                    .iter()
-                    .all(|v| descriptor::is_clean(v)) =>
-            {
+            VR::LO | VR::LT | VR::SH | VR::ST | VR::UC | VR::UT if clean_text => {
                 // only vocabulary words and harmless numbers: keep it as it is
                 self.keep(elem, ctx, depth).map(Some)
             }
-            VR::AE
-            | VR::CS
-            | VR::LO
-            | VR::LT
-            | VR::PN
-            | VR::SH
-            | VR::ST
-            | VR::UC
-            | VR::UT
-            | VR::UR => {
+            VR::LO | VR::LT | VR::PN | VR::SH | VR::ST | VR::UC | VR::UT => {
+                ctx.stats.replaced += 1;
+                text_element(tag, vr, CLEANED_TEXT, ctx).map(Some)
+            }
+            VR::AE | VR::CS | VR::UR => {
                 ctx.stats.replaced += 1;
                 Ok(Some(DataElement::new(
                     tag,
@@ -661,6 +684,7 @@ impl Engine {
             }
             // binary (overlay/curve data, UN...): cannot be cleaned, remove
             _ => {
+                ctx.rs.skip(&elem);
                 ctx.stats.removed += 1;
                 Ok(None)
             }
@@ -798,26 +822,6 @@ fn strings_of(
     }
 }
 
-/// Reject a Specific Character Set that dicom-rs does not know: its values would be
-/// decoded (and re-encoded) with the wrong codec.
-fn check_charset(elem: &InMemElement) -> Result<(), DeidError> {
-    for (i, term) in strings_of(elem.value()).iter().enumerate() {
-        let t = term.trim_matches([' ', '\0']);
-        if t.is_empty() && i == 0 {
-            continue; // default repertoire in code-extension form ("\ISO 2022 IR 87")
-        }
-        if SpecificCharacterSet::from_code(t).is_none() {
-            let shown: String = t
-                .chars()
-                .filter(|c| c.is_ascii_graphic() || *c == ' ')
-                .take(32)
-                .collect();
-            return Err(DeidError::UnsupportedCharset(shown));
-        }
-    }
-    Ok(())
-}
-
 /// dicom-rs replaces bytes it cannot decode with `\ooo` (backslash, three octal digits).
 /// In multi-valued text a backslash cannot survive decoding (it separates values), so any
 /// backslash means a decoding failure; in single-valued text (LT, ST, UT, UR) we look for
@@ -845,20 +849,268 @@ fn has_octal_escape(s: &str) -> bool {
     })
 }
 
-/// A text value for pseudonym keys and the report, checked for decoding failures.
-fn text_value(elem: &InMemElement) -> Result<String, DeidError> {
-    if let Value::Primitive(p) = elem.value() {
-        check_decoded(elem.tag(), p)?;
-    }
-    let v = strings_of(elem.value());
-    Ok(v.join("\\").trim_matches([' ', '\0']).to_owned())
+/// dicom-rs's text codec state. Its parser switches codec on every Specific Character Set
+/// element, at any depth and in stream order, using the first value only (an unknown or
+/// empty first value leaves it unchanged) and never restores it at the end of an item; its
+/// writer does the same with the elements it writes. The engine replays both so that it
+/// knows the bytes behind every decoded string it reads, and writes strings that encode
+/// back to the intended bytes even when removed items change the writer's state.
+#[derive(Debug, Clone, Default)]
+struct RsCodecs {
+    read: SpecificCharacterSet,
+    write: SpecificCharacterSet,
 }
 
-fn top_text(obj: &DefaultDicomObject, tag: Tag) -> Result<Option<String>, DeidError> {
-    match obj.get(tag) {
-        Some(e) => text_value(e).map(Some),
-        None => Ok(None),
+impl RsCodecs {
+    /// The data set element `elem` was read (kept or not).
+    fn read(&mut self, elem: &InMemElement) {
+        update_rs(&mut self.read, elem);
     }
+
+    /// `elem` will be written as it is.
+    fn write(&mut self, elem: &InMemElement) {
+        update_rs(&mut self.write, elem);
+    }
+
+    /// `elem` was read but is not written (removed, emptied or replaced): replay the
+    /// Specific Character Set elements of its items for the reader only.
+    fn skip(&mut self, elem: &InMemElement) {
+        scan_rs(&mut self.read, elem);
+    }
+}
+
+fn update_rs(state: &mut SpecificCharacterSet, elem: &InMemElement) {
+    if elem.tag() != tags::SPECIFIC_CHARACTER_SET {
+        return;
+    }
+    let first = match elem.value() {
+        Value::Primitive(PrimitiveValue::Strs(v)) => v.first().map(String::as_str),
+        Value::Primitive(PrimitiveValue::Str(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    if let Some(cs) = first.and_then(SpecificCharacterSet::from_code) {
+        *state = cs;
+    }
+}
+
+fn scan_rs(state: &mut SpecificCharacterSet, elem: &InMemElement) {
+    match elem.value() {
+        Value::Sequence(seq) => {
+            for item in seq.items() {
+                for e in item.iter() {
+                    scan_rs(state, e);
+                }
+            }
+        }
+        Value::Primitive(_) => update_rs(state, elem),
+        Value::PixelSequence(_) => {}
+    }
+}
+
+/// Parse a Specific Character Set element; an unknown or invalid combination of terms is
+/// an error (its values would be decoded with the wrong code page).
+fn parse_charset(elem: &InMemElement) -> Result<CharacterSet, DeidError> {
+    let terms: SmallVec<[String; 2]> = match elem.value() {
+        Value::Primitive(PrimitiveValue::Str(s)) => s.split('\\').map(str::to_owned).collect(),
+        v => strings_of(v),
+    };
+    CharacterSet::from_terms(&terms[..]).map_err(|e| match e {
+        charset::CharsetError::UnknownTerm(t) | charset::CharsetError::NoExtensions(t) => {
+            DeidError::UnsupportedCharset(t)
+        }
+        _ => DeidError::UnsupportedCharset(String::new()),
+    })
+}
+
+/// Whether the codec of dicom-rs decodes every byte as one char U+0000..=U+00FF (ISO-8859-1:
+/// its "default" and ISO_IR 100 codecs), so that it never substitutes `\ooo` escapes.
+fn rs_is_latin1(rs: &SpecificCharacterSet) -> bool {
+    *rs == SpecificCharacterSet::ISO_IR_6 || *rs == SpecificCharacterSet::ISO_IR_100
+}
+
+/// The bytes behind a text value as dicom-rs decoded it with `rs` (and will encode it
+/// again), or `None` when dicom-rs could not decode them (its `\ooo` substitutes).
+fn raw_text<'a>(p: &'a PrimitiveValue, rs: &SpecificCharacterSet) -> Option<Cow<'a, [u8]>> {
+    let encode = |s: &str| -> Option<Vec<u8>> {
+        if s.is_ascii() {
+            Some(s.as_bytes().to_vec())
+        } else {
+            rs.encode(s).ok()
+        }
+    };
+    match p {
+        PrimitiveValue::Empty => Some(Cow::Borrowed(&[])),
+        PrimitiveValue::Str(s) => {
+            if !rs_is_latin1(rs) && has_octal_escape(s) {
+                return None;
+            }
+            if s.is_ascii() {
+                return Some(Cow::Borrowed(s.as_bytes()));
+            }
+            encode(s).map(Cow::Owned)
+        }
+        PrimitiveValue::Strs(v) => {
+            // dicom-rs splits on the byte '\' before decoding: a '\' inside a value is
+            // one of its `\ooo` substitutes
+            if v.iter().any(|s| s.contains('\\')) {
+                return None;
+            }
+            if v.len() == 1 && v[0].is_ascii() {
+                return Some(Cow::Borrowed(v[0].as_bytes()));
+            }
+            let mut out = Vec::new();
+            for (i, s) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push(b'\\');
+                }
+                out.extend_from_slice(&encode(s)?);
+            }
+            Some(Cow::Owned(out))
+        }
+        PrimitiveValue::U8(b) => Some(Cow::Borrowed(&b[..])),
+        other => Some(Cow::Owned(other.to_str().into_owned().into_bytes())),
+    }
+}
+
+/// The strings dicom-rs must be given so that its writer, in state `rs`, writes `raw`.
+fn rs_value(raw: &[u8], multi: bool, rs: &SpecificCharacterSet) -> Option<PrimitiveValue> {
+    let conv = |b: &[u8]| -> Option<String> {
+        let s = rs.decode(b).ok()?;
+        (rs.encode(&s).ok()? == b).then_some(s)
+    };
+    if multi {
+        let parts: Option<SmallVec<[String; 2]>> = raw.split(|c| *c == b'\\').map(conv).collect();
+        parts.map(PrimitiveValue::Strs)
+    } else {
+        conv(raw).map(PrimitiveValue::Str)
+    }
+}
+
+fn plain_ascii(b: &[u8]) -> bool {
+    b.is_ascii() && !b.contains(&0x1B)
+}
+
+/// Decode a text element with the full Specific Character Set of its data set.
+fn decode_text(
+    elem: &InMemElement,
+    charset: &CharacterSet,
+    rs: &SpecificCharacterSet,
+) -> Result<String, DeidError> {
+    let tag = elem.tag();
+    let Value::Primitive(p) = elem.value() else {
+        return Ok(String::new());
+    };
+    if !charset::is_text_vr(elem.vr()) {
+        check_decoded(tag, p)?;
+        return Ok(strings_of(elem.value()).join("\\"));
+    }
+    let raw = raw_text(p, rs).ok_or(DeidError::Undecodable(tag))?;
+    charset
+        .decode(&raw, elem.vr())
+        .map_err(|_| DeidError::Undecodable(tag))
+}
+
+/// The decoded value (all values, `\`-separated) of `elem` in the walk's context.
+fn ctx_text(elem: &InMemElement, ctx: &Ctx) -> Result<String, DeidError> {
+    decode_text(elem, &ctx.charset, &ctx.rs.read)
+}
+
+/// Keep a text element: its bytes must decode with the declared character sets; when
+/// dicom-rs's writer will be in another state than its reader was, the strings are
+/// rebuilt so that the same bytes are written.
+fn keep_text(elem: InMemElement, ctx: &mut Ctx) -> Result<InMemElement, DeidError> {
+    let tag = elem.tag();
+    let vr = elem.vr();
+    let Value::Primitive(p) = elem.value() else {
+        return Ok(elem);
+    };
+    let raw = raw_text(p, &ctx.rs.read).ok_or(DeidError::Undecodable(tag))?;
+    // plain ASCII is valid in every character set and written identically by every codec
+    if plain_ascii(&raw) {
+        return Ok(elem);
+    }
+    ctx.charset
+        .decode(&raw, vr)
+        .map_err(|_| DeidError::Undecodable(tag))?;
+    if ctx.rs.read == ctx.rs.write || matches!(p, PrimitiveValue::U8(_) | PrimitiveValue::Empty) {
+        return Ok(elem);
+    }
+    let multi = matches!(p, PrimitiveValue::Strs(_));
+    let v = rs_value(&raw, multi, &ctx.rs.write).ok_or(DeidError::Undecodable(tag))?;
+    Ok(DataElement::new(tag, vr, v))
+}
+
+/// A new text value (replacement, pseudonym), encoded with the character sets in force:
+/// the bytes are valid for them (ISO 2022 escapes where needed, back to value 1 before
+/// delimiters and at the end), then handed to dicom-rs as strings that write those bytes.
+fn text_element(tag: Tag, vr: VR, text: &str, ctx: &Ctx) -> Result<InMemElement, DeidError> {
+    let bytes = ctx
+        .charset
+        .encode(text, vr)
+        .map_err(|_| DeidError::Unencodable(tag))?;
+    if plain_ascii(&bytes) && !text.contains('\\') {
+        return Ok(DataElement::new(tag, vr, PrimitiveValue::from(text)));
+    }
+    let multi = !charset::delimiters(vr).is_empty();
+    let v = rs_value(&bytes, multi, &ctx.rs.write).ok_or(DeidError::Unencodable(tag))?;
+    Ok(DataElement::new(tag, vr, v))
+}
+
+/// Attributes read before the walk (originals for the vault, pseudonym key).
+const IDENTIFIERS: [Tag; 5] = [
+    tags::PATIENT_ID,
+    tags::PATIENT_NAME,
+    tags::ACCESSION_NUMBER,
+    tags::STUDY_DATE,
+    tags::STUDY_INSTANCE_UID,
+];
+/// Attributes read back from the output for the report.
+const OUTPUT_IDENTIFIERS: [Tag; 8] = [
+    tags::PATIENT_ID,
+    tags::PATIENT_NAME,
+    tags::ACCESSION_NUMBER,
+    tags::STUDY_DATE,
+    tags::STUDY_INSTANCE_UID,
+    tags::SERIES_INSTANCE_UID,
+    tags::SOP_INSTANCE_UID,
+    tags::SOP_CLASS_UID,
+];
+
+/// Decoded, trimmed top-level values of `wanted` (in tag order), with the top-level
+/// character set and dicom-rs's codec state replayed in stream order.
+fn top_texts<const N: usize>(
+    obj: &InMemDicomObject,
+    wanted: [Tag; N],
+) -> Result<[Option<String>; N], DeidError> {
+    let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
+    let Some(last) = wanted.iter().max().copied() else {
+        return Ok(out);
+    };
+    let mut cs = CharacterSet::default();
+    let mut rs = SpecificCharacterSet::default();
+    for elem in obj.iter() {
+        let tag = elem.tag();
+        if tag > last {
+            break;
+        }
+        if tag == tags::SPECIFIC_CHARACTER_SET {
+            cs = parse_charset(elem)?;
+        }
+        scan_rs(&mut rs, elem);
+        if let Some(i) = wanted.iter().position(|t| *t == tag) {
+            let v = decode_text(elem, &cs, &rs)?;
+            out[i] = Some(v.trim_matches([' ', '\0']).to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Decoded, trimmed value of a top-level attribute (Specific Character Set honoured).
+pub(crate) fn top_level_text(
+    obj: &InMemDicomObject,
+    tag: Tag,
+) -> Result<Option<String>, DeidError> {
+    top_texts(obj, [tag]).map(|[v]| v)
 }
 
 /// The creator string of a private creator element (LO, or UN bytes in implicit VR).
@@ -899,4 +1151,45 @@ fn shift_dt(s: &str, days: i64) -> Option<String> {
 #[cfg(test)]
 pub(crate) fn rules_for(cfg: &DeidConfig) -> Result<Rules, DeidError> {
     Rules::compile(cfg)
+}
+
+/// Every text value of `obj` at any depth, decoded with the character sets in force, in
+/// stream order (tests: the output must decode validly).
+#[cfg(test)]
+pub(crate) fn decode_all_text(obj: &InMemDicomObject) -> Result<Vec<(Tag, String)>, DeidError> {
+    fn walk(
+        ds: &InMemDicomObject,
+        cs: &CharacterSet,
+        rs: &mut SpecificCharacterSet,
+        out: &mut Vec<(Tag, String)>,
+        depth: usize,
+    ) -> Result<(), DeidError> {
+        if depth > MAX_DEPTH {
+            return Err(DeidError::TooDeep(MAX_DEPTH));
+        }
+        let mut cs = cs.clone();
+        for elem in ds.iter() {
+            if elem.tag() == tags::SPECIFIC_CHARACTER_SET {
+                cs = parse_charset(elem)?;
+                update_rs(rs, elem);
+                continue;
+            }
+            match elem.value() {
+                Value::Sequence(seq) => {
+                    for item in seq.items() {
+                        walk(item, &cs, rs, out, depth + 1)?;
+                    }
+                }
+                Value::Primitive(_) if charset::is_text_vr(elem.vr()) => {
+                    out.push((elem.tag(), decode_text(elem, &cs, rs)?));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    let mut rs = SpecificCharacterSet::default();
+    walk(obj, &CharacterSet::default(), &mut rs, &mut out, 0)?;
+    Ok(out)
 }

@@ -55,10 +55,17 @@
 //!   Information Modified (`REMOVED`, `MODIFIED` or `UNMODIFIED`). File meta: source,
 //!   sending and receiving AE titles and private information removed, Implementation Class
 //!   UID / Version Name set to Mado's; dicom-object writes a zero preamble.
-//! * Character sets: dicom-rs decodes with the first value of Specific Character Set (for
-//!   `\ISO 2022 IR 87` that is the default repertoire, byte for byte), so kept values are
-//!   written back byte-exact; an unknown term is an error. Bytes dicom-rs cannot decode come
-//!   out as `\ooo` escapes, which the engine detects in every value it keeps or reads.
+//! * Character sets ([`charset`]): every text value the engine reads, keeps or cleans (PN,
+//!   LO, SH, ST, LT, UT, UC) is decoded with all the values of the Specific Character Set
+//!   in force (the item's own, else its parent's), ISO 2022 escape sequences included;
+//!   dicom-rs itself decodes with the first value only, so the engine recovers the bytes
+//!   behind dicom-rs's strings and decodes those. Descriptor cleaning and the pseudonym key
+//!   see the real characters; the vault receives them. Kept values are written back
+//!   byte-exact (also when removed items would leave dicom-rs's writer in another codec
+//!   state than its reader: the strings are rebuilt for the writer); replacements are
+//!   encoded for the character sets in force (ASCII, valid in every one of them). A broken
+//!   escape, a byte no active code element defines, an unknown term or a value dicom-rs
+//!   could not decode (`\ooo` substitutes) is an error: quarantine.
 //! * Performance: native little-endian Pixel Data read as 16-bit words is handed back as the
 //!   same bytes in a byte vector, which dicom-rs writes in one call.
 //!
@@ -68,6 +75,7 @@
 //! again. No unkeyed marker (such as Patient Identity Removed) is trusted: a sender could
 //! forge it.
 
+pub mod charset;
 pub mod config;
 pub mod descriptor;
 mod engine;
@@ -102,6 +110,8 @@ pub enum DeidError {
     UnsupportedCharset(String),
     #[error("value of {0} cannot be decoded with the declared Specific Character Set")]
     Undecodable(Tag),
+    #[error("replacement value of {0} cannot be encoded with the declared Specific Character Set")]
+    Unencodable(Tag),
     #[error("sequences nested deeper than {0} levels")]
     TooDeep(usize),
     #[error("pixel data cannot be cleaned: {0}")]

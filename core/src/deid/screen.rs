@@ -164,8 +164,16 @@ pub fn screen(obj: &DefaultDicomObject, policy: &ScreeningPolicy) -> Screening {
     if !policy.clean_pixel_data {
         return Screening::Quarantine(reason);
     }
-    let manufacturer = text(obj, tags::MANUFACTURER).unwrap_or_default();
-    let model = text(obj, tags::MANUFACTURER_MODEL_NAME).unwrap_or_default();
+    // decoded with the full Specific Character Set (e.g. a Japanese model name); a value
+    // that does not decode matches no rule
+    let decoded = |t: Tag| {
+        super::engine::top_level_text(obj, t)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    let manufacturer = decoded(tags::MANUFACTURER);
+    let model = decoded(tags::MANUFACTURER_MODEL_NAME);
     let rows = uint(obj, tags::ROWS);
     let columns = uint(obj, tags::COLUMNS);
     let rule = policy.pixel_rules.iter().find(|r| {

@@ -326,7 +326,8 @@ impl<P: Permission + 'static> FromRequest for StudyAccess<P> {
                 .await
                 .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
             let Some(principal) = principal else {
-                return Err(ApiError::Unauthorized);
+                // 401, or for a browser's HTML GET a redirect to /login?next=.
+                return Err(ApiError::unauthenticated(&req));
             };
             match (decision, study) {
                 (Some(study_id), Some(study)) => Ok(StudyAccess {
@@ -541,6 +542,16 @@ static STUDY_ROUTES: &[StudyRoute] = &[
         method: "GET",
         path: "/dicomweb/studies/{study}/series/{series}/metadata",
         action: Action::ViewMetadata,
+    },
+    StudyRoute {
+        method: "GET",
+        path: "/dicomweb/studies/{study}/rendered",
+        action: Action::ViewPixels,
+    },
+    StudyRoute {
+        method: "GET",
+        path: "/dicomweb/studies/{study}/series/{series}/rendered",
+        action: Action::ViewPixels,
     },
     StudyRoute {
         method: "GET",

@@ -1,6 +1,8 @@
 //! Administration (role `admin`; anybody else gets 404).
 //!
 //! ```text
+//! GET  /admin                      HTML: users, organisations, grants; forms for the endpoints below
+//! POST /admin/users                form: csrf, username, password, role → 201 JSON {id} (own organisation)
 //! POST /admin/grants               form: csrf, study, user | org, permission, expires_hours → 201 JSON {id}
 //! POST /admin/grants/{id}/revoke   form: csrf
 //! ```
@@ -21,7 +23,9 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/grants", web::post().to(create_grant))
+    cfg.route("/admin", web::get().to(admin_page))
+        .route("/admin/users", web::post().to(create_user))
+        .route("/admin/grants", web::post().to(create_grant))
         .route("/admin/grants/{id}/revoke", web::post().to(revoke_grant));
 }
 
@@ -164,4 +168,217 @@ async fn revoke_grant(
         .await
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "revoked": revoked })))
+}
+
+/// `GET /admin`: the admin's organisation at a glance (404 for others).
+async fn admin_page(
+    user: crate::extract::PageUser,
+    lang: crate::extract::UiLang,
+    state: web::Data<AppState>,
+) -> Result<actix_web::HttpResponse, ApiError> {
+    use crate::db::entities::{organisations, study_grants};
+    use sea_orm::QueryOrder;
+    use viewer::{AdminGrantRow, AdminOrgRow, AdminPage, AdminUserRow, Chrome};
+    let me = &user.user;
+    if Role::parse(&me.role) != Some(Role::Admin) {
+        return Err(ApiError::NotFound);
+    }
+    let lang = lang.0;
+    let s = lang.strings();
+    let now = Utc::now();
+    let orgs = organisations::Entity::find()
+        .order_by_asc(organisations::Column::Name)
+        .all(&state.db)
+        .await
+        .map_err(db500("loading organisations"))?;
+    let org_name = |id: Option<i64>| {
+        orgs.iter()
+            .find(|o| Some(o.id) == id)
+            .map(|o| o.name.clone())
+            .unwrap_or_default()
+    };
+    let all_users = users::Entity::find()
+        .order_by_asc(users::Column::Username)
+        .all(&state.db)
+        .await
+        .map_err(db500("loading users"))?;
+    let user_rows = all_users
+        .iter()
+        .filter(|u| u.org_id.is_some() && u.org_id == me.org_id)
+        .map(|u| AdminUserRow {
+            username: u.username.clone(),
+            role: u.role.clone(),
+            org: org_name(u.org_id),
+            mfa: crate::services::totp::enrolled_secret(u).is_some(),
+            status: if u.disabled {
+                s.admin_status_disabled
+            } else if u.locked_until.is_some_and(|t| now < t) {
+                s.admin_status_locked
+            } else {
+                s.admin_status_active
+            },
+        })
+        .collect();
+    let org_rows = orgs
+        .iter()
+        .map(|o| AdminOrgRow {
+            name: o.name.clone(),
+            users: all_users.iter().filter(|u| u.org_id == Some(o.id)).count(),
+        })
+        .collect();
+    // Grants on the admin's own organisation's studies only.
+    let own_studies: Vec<(i64, String)> = match me.org_id {
+        Some(org) => studies::Entity::find()
+            .filter(studies::Column::OrgId.eq(org))
+            .all(&state.db)
+            .await
+            .map_err(db500("loading studies"))?
+            .into_iter()
+            .map(|st| (st.id, st.study_uid))
+            .collect(),
+        None => Vec::new(),
+    };
+    let grants = if own_studies.is_empty() {
+        Vec::new()
+    } else {
+        study_grants::Entity::find()
+            .filter(study_grants::Column::StudyId.is_in(own_studies.iter().map(|(id, _)| *id)))
+            .order_by_desc(study_grants::Column::Id)
+            .all(&state.db)
+            .await
+            .map_err(db500("loading grants"))?
+    };
+    let grant_rows = grants
+        .into_iter()
+        .map(|g| AdminGrantRow {
+            id: g.id,
+            study: own_studies
+                .iter()
+                .find(|(id, _)| *id == g.study_id)
+                .map(|(_, uid)| uid.clone())
+                .unwrap_or_default(),
+            grantee: match (g.grantee_user_id, g.grantee_org_id) {
+                (Some(u), _) => format!(
+                    "{} {}",
+                    s.admin_user_prefix,
+                    all_users
+                        .iter()
+                        .find(|x| x.id == u)
+                        .map(|x| x.username.as_str())
+                        .unwrap_or("?")
+                ),
+                (None, o) => format!("{} {}", s.admin_org_prefix, org_name(o)),
+            },
+            permission: g.permission,
+            expires_at: g
+                .expires_at
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_default(),
+            status: if g.expires_at.is_some_and(|t| t <= now) {
+                s.admin_status_expired
+            } else {
+                s.admin_status_active
+            },
+            revoke_action: format!("/admin/grants/{}/revoke", g.id),
+        })
+        .collect();
+    let page = AdminPage {
+        lang,
+        s,
+        chrome: Chrome {
+            username: me.username.clone(),
+            csrf_token: me.csrf_token.clone(),
+        },
+        org: org_name(me.org_id),
+        users: user_rows,
+        orgs: org_rows,
+        grants: grant_rows,
+        roles: [
+            "admin",
+            "radiologist",
+            "referring",
+            "technologist",
+            "auditor",
+        ]
+        .into_iter()
+        .filter(|r| Role::parse(r).is_some())
+        .collect(),
+        permissions: GrantPermission::ALL.iter().map(|p| p.as_str()).collect(),
+    };
+    super::html_page(actix_web::http::StatusCode::OK, &page, [])
+}
+
+#[derive(Deserialize)]
+struct UserForm {
+    csrf: String,
+    username: String,
+    password: String,
+    role: String,
+}
+
+/// Shortest password accepted for a new account.
+const MIN_PASSWORD: usize = 12;
+
+/// `POST /admin/users`: a new account in the admin's organisation (an
+/// existing username is refused, never overwritten).
+async fn create_user(
+    user: ApiUser,
+    req: HttpRequest,
+    form: web::Form<UserForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let me = admin(&user, &form.csrf)?;
+    let org_id = me
+        .org_id
+        .ok_or(ApiError::Forbidden("the admin has no organisation"))?;
+    let username = form.username.trim();
+    if username.is_empty()
+        || username.chars().count() > 128
+        || username.starts_with("oidc:")
+        || username
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(ApiError::BadRequest(
+            "username: 1-128 characters, no spaces, not oidc:".into(),
+        ));
+    }
+    if form.password.chars().count() < MIN_PASSWORD || form.password.len() > 1024 {
+        return Err(ApiError::BadRequest(format!(
+            "password: at least {MIN_PASSWORD} characters"
+        )));
+    }
+    let role =
+        Role::parse(&form.role).ok_or_else(|| ApiError::BadRequest("unknown role".into()))?;
+    let id = crate::services::auth::create_user_in_org_id(
+        &state.db,
+        username,
+        &form.password,
+        role.as_str(),
+        org_id,
+    )
+    .await
+    .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("creating user")))?;
+    let (kind, actor) = Principal::User(me.clone()).audit_actor();
+    state
+        .audit
+        .record(
+            &state.db,
+            Event::new(kind, actor, "admin.user_create")
+                .org(me.org_id)
+                .outcome(if id.is_some() {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                })
+                .request(&req)
+                .detail(match id {
+                    Some(id) => format!("user:{id} {}", role.as_str()),
+                    None => "username taken".into(),
+                }),
+        )
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
+    let id = id.ok_or(ApiError::Conflict("username taken"))?;
+    Ok(HttpResponse::Created().json(serde_json::json!({ "id": id })))
 }

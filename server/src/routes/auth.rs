@@ -27,6 +27,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(login)),
     )
     .route("/login/totp", web::post().to(login_totp))
+    .service(
+        web::resource("/login/totp/enrol")
+            .route(web::get().to(login_enrol_form))
+            .route(web::post().to(login_enrol)),
+    )
     .route("/auth/oidc/login", web::get().to(oidc_login))
     .route("/auth/oidc/callback", web::get().to(oidc_callback))
     .service(
@@ -46,6 +51,7 @@ fn login_page(
     csrf: String,
     username: String,
     error: Option<&'static str>,
+    next: &str,
 ) -> Result<HttpResponse, ApiError> {
     let page = LoginPage {
         lang,
@@ -53,6 +59,8 @@ fn login_page(
         csrf_token: csrf.clone(),
         username,
         error,
+        sso: state.oidc.is_some(),
+        next: next.to_owned(),
     };
     let cookie = strict_cookie(
         LOGIN_CSRF_COOKIE,
@@ -75,17 +83,46 @@ fn login_csrf_cookie(req: &HttpRequest) -> Option<String> {
         })
 }
 
+/// `next` when it is a local path (`/…`, not `//…` or `/\…`, printable,
+/// bounded): where to go after signing in. Anything else is dropped, so
+/// the parameter cannot redirect off-site.
+pub(crate) fn safe_next(next: Option<&str>) -> Option<&str> {
+    let n = next?;
+    let ok = n.len() <= 2048
+        && n.starts_with('/')
+        && !n.starts_with("//")
+        && !n.starts_with("/\\")
+        && !n.starts_with("/login")
+        && n.bytes().all(|b| b.is_ascii_graphic());
+    ok.then_some(n)
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
 async fn login_form(
     req: HttpRequest,
     user: Option<PageUser>,
+    query: web::Query<NextQuery>,
     lang: UiLang,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let next = safe_next(query.next.as_deref()).unwrap_or("");
     if user.is_some() {
-        return Ok(redirect("/"));
+        return Ok(redirect(if next.is_empty() { "/" } else { next }));
     }
     let csrf = login_csrf_cookie(&req).unwrap_or_else(|| auth::random_token(16));
-    login_page(&state, lang.0, StatusCode::OK, csrf, String::new(), None)
+    login_page(
+        &state,
+        lang.0,
+        StatusCode::OK,
+        csrf,
+        String::new(),
+        None,
+        next,
+    )
 }
 
 #[derive(Deserialize)]
@@ -93,6 +130,8 @@ struct LoginForm {
     username: String,
     password: String,
     csrf: String,
+    #[serde(default)]
+    next: Option<String>,
 }
 
 async fn login(
@@ -105,6 +144,7 @@ async fn login(
     let lang = lang.0;
     let s = lang.strings();
     let username: String = form.username.trim().chars().take(MAX_USERNAME).collect();
+    let next = safe_next(form.next.as_deref()).unwrap_or("");
 
     if !state.auth_limiter.allow(req.peer_addr().map(|a| a.ip())) {
         return login_page(
@@ -114,6 +154,7 @@ async fn login(
             auth::random_token(16),
             username,
             Some(s.too_many_requests),
+            next,
         );
     }
 
@@ -127,6 +168,7 @@ async fn login(
             auth::random_token(16),
             username,
             Some(s.form_expired),
+            next,
         );
     }
 
@@ -158,15 +200,19 @@ async fn login(
     let event = Event::new(kind, actor, "login")
         .org(result.org_id)
         .request(&req)
-        .outcome(if result.token.is_some() || result.mfa_pending {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        })
+        .outcome(
+            if result.token.is_some() || result.mfa_pending || result.enrolment_due {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+        )
         .detail(if result.locked {
             "account locked"
         } else if result.mfa_pending {
             "password verified, second factor due"
+        } else if result.enrolment_due {
+            "password verified, second factor enrolment due"
         } else {
             ""
         });
@@ -180,6 +226,11 @@ async fn login(
             return totp_step(&state, lang, StatusCode::OK, None, Some(user_id));
         }
     }
+    if result.enrolment_due {
+        if let Some(user_id) = result.user_id {
+            return enrol_step(&state, lang, StatusCode::OK, None, user_id, &username).await;
+        }
+    }
     let Some(token) = result.token else {
         tracing::info!(locked = result.locked, "login failed");
         let csrf = auth::random_token(16);
@@ -190,28 +241,20 @@ async fn login(
             csrf,
             username,
             Some(s.login_failed),
+            next,
         );
     };
 
-    let needs_enrolment = !result.has_totp
-        && result
-            .role
-            .as_ref()
-            .is_some_and(|r| state.security.mfa_roles.iter().any(|m| m == r));
     Ok(signed_in(
         &state,
         token,
-        if needs_enrolment {
-            "/account/totp"
-        } else {
-            "/"
-        },
+        if next.is_empty() { "/" } else { next },
     ))
 }
 
-/// The redirect that completes a sign-in: session cookie set, login
+/// The cookies that complete a sign-in: the session cookie set, the login
 /// cookies cleared.
-fn signed_in(state: &AppState, token: String, to: &str) -> HttpResponse {
+fn session_cookies(state: &AppState, token: String) -> [Cookie<'static>; 3] {
     let session = Cookie::build(SESSION_COOKIE, token)
         .path("/")
         .http_only(true)
@@ -222,13 +265,187 @@ fn signed_in(state: &AppState, token: String, to: &str) -> HttpResponse {
     clear_csrf.make_removal();
     let mut clear_mfa = Cookie::build(MFA_COOKIE, "").path("/login").finish();
     clear_mfa.make_removal();
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, to))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(session)
-        .cookie(clear_csrf)
-        .cookie(clear_mfa)
-        .finish()
+    [session, clear_csrf, clear_mfa]
+}
+
+/// The redirect that completes a sign-in.
+fn signed_in(state: &AppState, token: String, to: &str) -> HttpResponse {
+    let mut res = HttpResponse::SeeOther();
+    res.insert_header((header::LOCATION, to))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    for c in session_cookies(state, token) {
+        res.cookie(c);
+    }
+    res.finish()
+}
+
+/// Enrolment during sign-in, when the role requires a second factor and
+/// none is enrolled: the QR code of a pending secret (the one already
+/// pending, if any), a fresh login CSRF token and a fresh signed MFA
+/// cookie naming the user. No session exists until a code is confirmed
+/// (`POST /login/totp/enrol`).
+async fn enrol_step(
+    state: &AppState,
+    lang: Lang,
+    status: StatusCode,
+    error: Option<&'static str>,
+    user_id: i64,
+    username: &str,
+) -> Result<HttpResponse, ApiError> {
+    let e = totp::pending_or_begin(&state.db, user_id, username)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("totp enrolment")))?;
+    let csrf = auth::random_token(16);
+    let page = TotpEnrolPage {
+        lang,
+        s: lang.strings(),
+        chrome: None,
+        action: "/login/totp/enrol".into(),
+        csrf_token: csrf.clone(),
+        continue_href: None,
+        qr_data_url: e.qr_data_url,
+        secret: e.secret_b32,
+        error,
+        recovery_codes: Vec::new(),
+        enrolled: false,
+    };
+    let secure = state.session.secure_cookie;
+    let cookies = [
+        strict_cookie(
+            LOGIN_CSRF_COOKIE,
+            csrf,
+            "/login",
+            CookieDuration::hours(2),
+            secure,
+        ),
+        strict_cookie(
+            MFA_COOKIE,
+            totp::mfa_cookie_value(&state.mfa_key, user_id),
+            "/login",
+            CookieDuration::seconds(totp::MFA_WINDOW_SECS),
+            secure,
+        ),
+    ];
+    html_page(status, &page, cookies)
+}
+
+/// The user named by a valid MFA cookie, when enabled and not locked.
+async fn mfa_user(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<Option<crate::db::entities::users::Model>, ApiError> {
+    use crate::db::entities::users;
+    use sea_orm::EntityTrait;
+    let Some(user_id) = req
+        .cookie(MFA_COOKIE)
+        .and_then(|c| totp::check_mfa_cookie(&state.mfa_key, c.value()))
+    else {
+        return Ok(None);
+    };
+    Ok(users::Entity::find_by_id(user_id)
+        .one(&state.db)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("loading user")))?
+        .filter(|u| !u.disabled && u.locked_until.is_none_or(|t| chrono::Utc::now() >= t)))
+}
+
+/// `GET /login/totp/enrol`: the enrolment step again (e.g. a reload).
+async fn login_enrol_form(
+    req: HttpRequest,
+    lang: UiLang,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    match mfa_user(&req, &state).await? {
+        Some(u) if totp::enrolled_secret(&u).is_none() => {
+            enrol_step(&state, lang.0, StatusCode::OK, None, u.id, &u.username).await
+        }
+        _ => Ok(redirect("/login")),
+    }
+}
+
+/// `POST /login/totp/enrol`: confirm the enrolment started at sign-in;
+/// on success the session starts and the recovery codes are shown once.
+async fn login_enrol(
+    req: HttpRequest,
+    form: web::Form<TotpForm>,
+    lang: UiLang,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let lang = lang.0;
+    let s = lang.strings();
+    if !state.auth_limiter.allow(req.peer_addr().map(|a| a.ip())) {
+        return Ok(crate::error::problem_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(s.too_many_requests),
+        ));
+    }
+    let csrf_ok = login_csrf_cookie(&req).is_some_and(|c| ct_eq(&c, &form.csrf));
+    let user = mfa_user(&req, &state).await?;
+    let (Some(user), true) = (user, csrf_ok) else {
+        return Ok(redirect("/login"));
+    };
+    if totp::enrolled_secret(&user).is_some() {
+        return Ok(redirect("/login"));
+    }
+    let codes = totp::confirm(&state.db, user.id, &form.code)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("totp enrolment")))?;
+    let actor = format!("{}:{}", user.id, user.username);
+    record(
+        &state,
+        Event::new("user", actor.clone(), "account.totp_enrol")
+            .org(user.org_id)
+            .request(&req)
+            .outcome(if codes.is_some() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            })
+            .detail("during sign-in"),
+    )
+    .await?;
+    let Some(codes) = codes else {
+        auth::record_failure(&state.db, &state.security, &user)
+            .await
+            .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing in")))?;
+        return enrol_step(
+            &state,
+            lang,
+            StatusCode::UNAUTHORIZED,
+            Some(s.totp_failed),
+            user.id,
+            &user.username,
+        )
+        .await;
+    };
+    record(
+        &state,
+        Event::new("user", actor, "login")
+            .org(user.org_id)
+            .request(&req)
+            .detail("second factor enrolled"),
+    )
+    .await?;
+    auth::reset_failures(&state.db, user.id)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing in")))?;
+    let token = auth::create_session(&state.db, &state.session, user.id)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing in")))?;
+    let page = TotpEnrolPage {
+        lang,
+        s,
+        chrome: None,
+        action: String::new(),
+        csrf_token: String::new(),
+        continue_href: Some("/".into()),
+        qr_data_url: String::new(),
+        secret: String::new(),
+        error: None,
+        recovery_codes: codes,
+        enrolled: true,
+    };
+    html_page(StatusCode::OK, &page, session_cookies(&state, token))
 }
 
 /// The second-step form; with `user_id`, a fresh signed MFA cookie.
@@ -390,7 +607,10 @@ async fn enrol_view(
     let mut page = TotpEnrolPage {
         lang,
         s: lang.strings(),
-        chrome,
+        chrome: Some(chrome),
+        action: "/account/totp".into(),
+        csrf_token: user.user.csrf_token.clone(),
+        continue_href: None,
         qr_data_url: String::new(),
         secret: String::new(),
         error,
@@ -448,10 +668,13 @@ async fn totp_enrol(
     enrol_page(TotpEnrolPage {
         lang,
         s: lang.strings(),
-        chrome: Chrome {
+        chrome: Some(Chrome {
             username: user.user.username.clone(),
             csrf_token: user.user.csrf_token.clone(),
-        },
+        }),
+        action: "/account/totp".into(),
+        csrf_token: user.user.csrf_token.clone(),
+        continue_href: None,
         qr_data_url: String::new(),
         secret: String::new(),
         error: None,
@@ -600,8 +823,9 @@ async fn oidc_callback(
     let identity = match oidc.finish(q_state, code).await {
         Ok(i) => i,
         Err(e) => {
+            // The crate's messages name the failed check, never the token.
             tracing::info!(error = %e, "OIDC sign-in rejected");
-            record(&state, fail("rejected")).await?;
+            record(&state, fail(e.audit_detail())).await?;
             return Err(ApiError::Unauthorized);
         }
     };
@@ -649,15 +873,30 @@ async fn oidc_callback(
         Event::new("user", format!("{}:{}", user.id, user.username), "login")
             .org(user.org_id)
             .request(&req)
-            .detail(if needs_mfa && has_totp {
-                "oidc, local second factor due"
-            } else {
-                "oidc"
+            .detail(match (needs_mfa, has_totp) {
+                (true, true) => "oidc, local second factor due",
+                (true, false) => "oidc, local second factor enrolment due",
+                (false, _) if identity.has_second_factor() => "oidc, provider second factor",
+                (false, _) => "oidc",
             }),
     )
     .await?;
+    // The role needs MFA and the provider reported none: the local second
+    // factor (enrolled during this sign-in if need be) comes before any
+    // session.
     if needs_mfa && has_totp {
         return totp_step(&state, lang.0, StatusCode::OK, None, Some(user.id));
+    }
+    if needs_mfa {
+        return enrol_step(
+            &state,
+            lang.0,
+            StatusCode::OK,
+            None,
+            user.id,
+            &user.username,
+        )
+        .await;
     }
     let token = auth::create_session(&state.db, &state.session, user.id)
         .await
@@ -666,7 +905,7 @@ async fn oidc_callback(
         .path("/auth/oidc")
         .finish();
     clear.make_removal();
-    let mut res = signed_in(&state, token, if needs_mfa { "/account/totp" } else { "/" });
+    let mut res = signed_in(&state, token, "/");
     res.add_cookie(&clear)
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("cookie")))?;
     Ok(res)

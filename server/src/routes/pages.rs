@@ -1,7 +1,7 @@
 //! HTML pages: the worklist and the study page. Handlers turn index rows
 //! into the viewer's plain view models.
 
-use crate::access::{self, visible_studies, Principal, StudyAccess, ViewMetadata};
+use crate::access::{self, visible_studies, Action, Principal, StudyAccess, ViewMetadata};
 use crate::error::ApiError;
 use crate::extract::{PageUser, UiLang};
 use crate::services::audit::Event;
@@ -11,7 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use viewer::{
     format_dicom_date, format_dicom_time, format_person_name, Chrome, ImageView, SeriesView,
-    StudyPage, StudyRow, Template, WorklistPage,
+    ShareDialog, ShareLinkRow, StudyPage, StudyRow, Template, WorklistPage,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -110,7 +110,76 @@ async fn study(
             csrf_token: String::new(),
         },
     };
-    html(&study_page(detail, lang.0, chrome))
+    let share = share_dialog(&state, &access, lang.0).await?;
+    let mut page = study_page(detail, lang.0, chrome);
+    page.share = share;
+    html(&page)
+}
+
+/// Links listed in the share dialog.
+const SHARE_LIST_LIMIT: u64 = 50;
+
+/// The share dialog when the signed-in user may share this study (the
+/// guard's policy decides, as for the share endpoints).
+async fn share_dialog(
+    state: &AppState,
+    access: &StudyAccess<ViewMetadata>,
+    lang: viewer::Lang,
+) -> Result<Option<ShareDialog>, ApiError> {
+    let Principal::User(user) = access.principal() else {
+        return Ok(None);
+    };
+    if access::check(state, access.principal(), access.study(), Action::Share)
+        .await?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let s = lang.strings();
+    let links =
+        crate::services::shares::list_for_study(&state.db, access.study_id(), SHARE_LIST_LIMIT)
+            .await
+            .map_err(|e| {
+                ApiError::Unexpected(anyhow::Error::new(e).context("listing share links"))
+            })?;
+    let now = chrono::Utc::now();
+    let uid = access.study().as_str();
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    let links = links
+        .into_iter()
+        .map(|l| {
+            let used_up = l.max_uses.is_some_and(|m| l.uses >= m);
+            let status = if l.revoked_at.is_some() {
+                s.share_status_revoked
+            } else if l.expires_at <= now {
+                s.share_status_expired
+            } else if used_up {
+                s.share_status_used_up
+            } else {
+                s.share_status_active
+            };
+            ShareLinkRow {
+                id: l.id,
+                created_at: fmt(l.created_at),
+                expires_at: fmt(l.expires_at),
+                uses: match l.max_uses {
+                    Some(m) => format!("{} / {m}", l.uses),
+                    None => l.uses.to_string(),
+                },
+                passcode: l.passcode_hash.is_some(),
+                pixels_only: l.pixels_only,
+                status,
+                revoke_action: (l.revoked_at.is_none() && l.expires_at > now)
+                    .then(|| format!("/studies/{uid}/shares/{}/revoke", l.id)),
+            }
+        })
+        .collect();
+    Ok(Some(ShareDialog {
+        create_action: format!("/studies/{uid}/shares"),
+        csrf_token: user.csrf_token.clone(),
+        max_days: state.security.share_max_days,
+        links,
+    }))
 }
 
 fn study_page(d: StudyDetail, lang: viewer::Lang, chrome: Chrome) -> StudyPage {
@@ -169,5 +238,6 @@ fn study_page(d: StudyDetail, lang: viewer::Lang, chrome: Chrome) -> StudyPage {
         description: d.study.description,
         modalities: modalities(&d.study.modalities_in_study),
         series,
+        share: None,
     }
 }

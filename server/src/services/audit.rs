@@ -26,6 +26,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// `prev_hash` of the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -48,6 +49,11 @@ fn is_transient(e: &DbErr) -> bool {
 pub enum AuditError {
     #[error("audit database: {0}")]
     Db(#[from] DbErr),
+    /// The batch this event was part of could not be written.
+    #[error("audit batch not written: {0}")]
+    Batch(String),
+    #[error("audit writer stopped before answering")]
+    Dropped,
 }
 
 /// Outcome of an audited action.
@@ -150,12 +156,42 @@ impl Event {
     }
 }
 
-/// The writer: holds the serialisation lock and the checkpoint key.
+/// The writer: group commit of concurrent appends, the serialisation lock
+/// and the checkpoint key.
+///
+/// Group commit: [`AuditLog::record`] queues its event, then takes the
+/// writer lock. Whoever holds the lock drains the whole queue and appends
+/// every queued event in one transaction (one commit, one fsync), then
+/// answers each waiter with its `seq` or with the error. A waiter whose
+/// event was written by an earlier holder finds its answer when it gets
+/// the lock; no `record` returns before its row is committed, and if the
+/// transaction fails every request of the batch fails (fail closed). The
+/// batch is written by a spawned task that owns the lock guard, so a
+/// cancelled request cannot leave the others of its batch unanswered.
 pub struct AuditLog {
-    lock: tokio::sync::Mutex<()>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    queue: std::sync::Mutex<Vec<Pending>>,
     key: Vec<u8>,
     checkpoint_every: i64,
 }
+
+/// One queued append. `db_key` is the address of the caller's
+/// `&DatabaseConnection` (borrowed until the answer arrives, so two live
+/// entries with the same key share one connection); events are batched
+/// per key and written through the entry's own connection handle.
+struct Pending {
+    db_key: usize,
+    db: DatabaseConnection,
+    event: Event,
+    answer: tokio::sync::oneshot::Sender<Result<i64, AuditError>>,
+}
+
+/// Largest number of events appended in one transaction.
+const MAX_BATCH: usize = 256;
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -229,24 +265,105 @@ fn timestamp(t: DateTime<Utc>) -> String {
 impl AuditLog {
     pub fn new(key: &str, checkpoint_every: u32) -> Self {
         Self {
-            lock: tokio::sync::Mutex::new(()),
-            key: key.as_bytes().to_vec(),
-            checkpoint_every: i64::from(checkpoint_every.max(1)),
+            inner: Arc::new(Inner {
+                lock: Arc::new(tokio::sync::Mutex::new(())),
+                queue: std::sync::Mutex::new(Vec::new()),
+                key: key.as_bytes().to_vec(),
+                checkpoint_every: i64::from(checkpoint_every.max(1)),
+            }),
         }
     }
 
-    /// Append `ev`; returns its `seq`. The caller fails the request if
-    /// this fails (fail closed).
+    /// Append `ev`; returns its `seq` once the row is committed. The
+    /// caller fails the request if this fails (fail closed).
     ///
-    /// `seq` is the primary key, so two writers that raced for the same
-    /// position cannot both succeed (the chain never forks); the loser
-    /// retries.
+    /// Concurrent calls are group-committed (see [`AuditLog`]). `seq` is
+    /// the primary key, so two writers that raced for the same position
+    /// (another process) cannot both succeed (the chain never forks); the
+    /// loser retries.
     pub async fn record(&self, db: &DatabaseConnection, ev: Event) -> Result<i64, AuditError> {
-        let _guard = self.lock.lock().await;
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let pending = Pending {
+            db_key: std::ptr::from_ref(db) as usize,
+            db: db.clone(),
+            event: ev,
+            answer: tx,
+        };
+        match self.inner.queue.lock() {
+            Ok(mut q) => q.push(pending),
+            Err(_) => return Err(AuditError::Batch("audit queue poisoned".into())),
+        }
+        let guard = self.inner.lock.clone().lock_owned().await;
+        // Answered while we waited: an earlier lock holder wrote our event
+        // (holders answer every event they took before releasing the lock).
+        match rx.try_recv() {
+            Ok(answer) => return answer,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                return Err(AuditError::Dropped)
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+        }
+        let batch = match self.inner.queue.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(_) => return Err(AuditError::Batch("audit queue poisoned".into())),
+        };
+        let inner = self.inner.clone();
+        let writer = tokio::spawn(async move {
+            let _guard = guard;
+            inner.write_batch(batch).await;
+        });
+        // A panic in the writer drops the senders: `rx` then reports it.
+        let _ = writer.await;
+        rx.await.unwrap_or(Err(AuditError::Dropped))
+    }
+}
+
+impl Inner {
+    /// Append every event of `batch` (grouped by connection, in order, at
+    /// most [`MAX_BATCH`] per transaction) and answer each one.
+    async fn write_batch(&self, batch: Vec<Pending>) {
+        // A cancelled request needs no row: nothing was served for it.
+        let mut rest: Vec<Pending> = batch
+            .into_iter()
+            .filter(|p| !p.answer.is_closed())
+            .collect();
+        while !rest.is_empty() {
+            let key = rest[0].db_key;
+            let (mut group, others): (Vec<Pending>, Vec<Pending>) =
+                rest.into_iter().partition(|p| p.db_key == key);
+            rest = others;
+            while !group.is_empty() {
+                let chunk: Vec<Pending> = group.drain(..group.len().min(MAX_BATCH)).collect();
+                let db = chunk[0].db.clone();
+                let events: Vec<&Event> = chunk.iter().map(|p| &p.event).collect();
+                let result = self.append_with_retry(&db, &events).await;
+                match result {
+                    Ok(first) => {
+                        for (i, p) in chunk.into_iter().enumerate() {
+                            let _ = p.answer.send(Ok(first + i as i64));
+                        }
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        tracing::error!(error = %msg, events = chunk.len(), "audit batch not written");
+                        for p in chunk {
+                            let _ = p.answer.send(Err(AuditError::Batch(msg.clone())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn append_with_retry(
+        &self,
+        db: &DatabaseConnection,
+        events: &[&Event],
+    ) -> Result<i64, AuditError> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match self.append(db, &ev).await {
+            match self.append(db, events).await {
                 Err(AuditError::Db(e)) if attempt < 6 && is_transient(&e) => {
                     tokio::time::sleep(std::time::Duration::from_millis(5u64 << attempt)).await;
                 }
@@ -255,72 +372,69 @@ impl AuditLog {
         }
     }
 
-    async fn append(&self, db: &DatabaseConnection, ev: &Event) -> Result<i64, AuditError> {
+    /// Append `events` in one transaction; returns the first `seq`.
+    async fn append(&self, db: &DatabaseConnection, events: &[&Event]) -> Result<i64, AuditError> {
         if db.get_database_backend() == DbBackend::Postgres {
             let txn = db.begin().await?;
             txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PG_LOCK_KEY})"))
                 .await?;
-            let seq = self.append_on(&txn, ev).await?;
+            let head = head(&txn).await?;
+            let seq = self.append_on(&txn, head, events).await?;
             txn.commit().await?;
             Ok(seq)
         } else {
-            // SQLite: no read-then-write transaction (it cannot upgrade a
-            // stale snapshot); the process-wide lock and the `seq` key
-            // keep the chain linear.
-            self.append_on(db, ev).await
+            // SQLite: no read-then-write transaction (a deferred transaction
+            // that reads first cannot upgrade a stale snapshot to a writer).
+            // The batch is one multi-row INSERT, atomic on its own; a head
+            // made stale by another process fails on the `seq` key and is
+            // retried.
+            let head = head(db).await?;
+            self.append_on(db, head, events).await
         }
     }
 
-    async fn append_on<C: ConnectionTrait>(&self, c: &C, ev: &Event) -> Result<i64, AuditError> {
-        let last = audit_events::Entity::find()
-            .order_by_desc(audit_events::Column::Seq)
-            .limit(1)
-            .one(c)
-            .await?;
-        let (seq, prev_hash) = match last {
-            Some(l) => (l.seq + 1, l.hash),
-            None => (1, GENESIS.to_owned()),
-        };
-        let mut row = audit_events::Model {
-            seq,
-            at: timestamp(Utc::now()),
-            actor_kind: ev.actor_kind.to_owned(),
-            actor: clip(&ev.actor, 160),
-            org_id: ev.org_id,
-            study_uid: ev.study_uid.as_deref().map(|s| clip(s, 64)),
-            action: clip(&ev.action, 64),
-            outcome: ev.outcome.as_str().to_owned(),
-            client_addr: clip(&ev.request.client_addr, 64),
-            user_agent: clip(&ev.request.user_agent, 256),
-            request_id: clip(&ev.request.request_id, 64),
-            detail: clip(&ev.detail, 256),
-            prev_hash,
-            hash: String::new(),
-        };
-        row.hash = row_hash(&row);
-        let am: audit_events::ActiveModel = row.clone().into();
-        audit_events::Entity::insert(am)
+    async fn append_on<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        head: (i64, String),
+        events: &[&Event],
+    ) -> Result<i64, AuditError> {
+        let (last_seq, mut prev_hash) = head;
+        let first = last_seq + 1;
+        let mut rows = Vec::with_capacity(events.len());
+        let mut checkpoints = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
+            let seq = first + i as i64;
+            let mut row = audit_events::Model {
+                seq,
+                at: timestamp(Utc::now()),
+                actor_kind: ev.actor_kind.to_owned(),
+                actor: clip(&ev.actor, 160),
+                org_id: ev.org_id,
+                study_uid: ev.study_uid.as_deref().map(|s| clip(s, 64)),
+                action: clip(&ev.action, 64),
+                outcome: ev.outcome.as_str().to_owned(),
+                client_addr: clip(&ev.request.client_addr, 64),
+                user_agent: clip(&ev.request.user_agent, 256),
+                request_id: clip(&ev.request.request_id, 64),
+                detail: clip(&ev.detail, 256),
+                prev_hash: std::mem::take(&mut prev_hash),
+                hash: String::new(),
+            };
+            row.hash = row_hash(&row);
+            prev_hash.clone_from(&row.hash);
+            if seq % self.checkpoint_every == 0 {
+                checkpoints.push((seq, row.hash.clone()));
+            }
+            rows.push(audit_events::ActiveModel::from(row));
+        }
+        audit_events::Entity::insert_many(rows)
             .exec_without_returning(c)
             .await?;
-        if seq % self.checkpoint_every == 0 {
-            self.checkpoint_in(c, seq, &row.hash).await?;
+        for (seq, hash) in checkpoints {
+            self.checkpoint_in(c, seq, &hash).await?;
         }
-        Ok(seq)
-    }
-
-    /// Sign the current chain head now (e.g. at shutdown or from the CLI).
-    pub async fn checkpoint(&self, db: &DatabaseConnection) -> Result<Option<i64>, AuditError> {
-        let _guard = self.lock.lock().await;
-        let Some(last) = audit_events::Entity::find()
-            .order_by_desc(audit_events::Column::Seq)
-            .limit(1)
-            .one(db)
-            .await?
-        else {
-            return Ok(None);
-        };
-        self.checkpoint_in(db, last.seq, &last.hash).await?;
-        Ok(Some(last.seq))
+        Ok(first)
     }
 
     async fn checkpoint_in<C: ConnectionTrait>(
@@ -342,9 +456,39 @@ impl AuditLog {
         .await?;
         Ok(())
     }
+}
+
+/// `(seq, hash)` of the last row, `(0, GENESIS)` for an empty trail.
+async fn head<C: ConnectionTrait>(c: &C) -> Result<(i64, String), AuditError> {
+    let last = audit_events::Entity::find()
+        .order_by_desc(audit_events::Column::Seq)
+        .limit(1)
+        .one(c)
+        .await?;
+    Ok(match last {
+        Some(l) => (l.seq, l.hash),
+        None => (0, GENESIS.to_owned()),
+    })
+}
+
+impl AuditLog {
+    /// Sign the current chain head now (e.g. at shutdown or from the CLI).
+    pub async fn checkpoint(&self, db: &DatabaseConnection) -> Result<Option<i64>, AuditError> {
+        let _guard = self.inner.lock.lock().await;
+        let Some(last) = audit_events::Entity::find()
+            .order_by_desc(audit_events::Column::Seq)
+            .limit(1)
+            .one(db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.inner.checkpoint_in(db, last.seq, &last.hash).await?;
+        Ok(Some(last.seq))
+    }
 
     pub fn key(&self) -> &[u8] {
-        &self.key
+        &self.inner.key
     }
 }
 

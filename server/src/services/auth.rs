@@ -171,6 +171,41 @@ pub async fn upsert_user_in_org<C: ConnectionTrait>(
     })
 }
 
+/// Create `username` (never touching an existing account) in the
+/// organisation `org_id`; `None` when the username is taken.
+pub async fn create_user_in_org_id<C: ConnectionTrait>(
+    db: &C,
+    username: &str,
+    password: &str,
+    role: &str,
+    org_id: i64,
+) -> Result<Option<i64>, AuthError> {
+    let password = password.to_owned();
+    let hash = cpu::run(move || hash_password(&password)).await??;
+    let am = users::ActiveModel {
+        username: Set(username.to_owned()),
+        password_hash: Set(hash),
+        role: Set(role.to_owned()),
+        created_at: Set(Utc::now()),
+        disabled: Set(false),
+        org_id: Set(Some(org_id)),
+        failed_logins: Set(0),
+        ..Default::default()
+    };
+    let inserted = users::Entity::insert(am)
+        .on_conflict_do_nothing_on([users::Column::Username])
+        .exec_without_returning(db)
+        .await?;
+    if !matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0) {
+        return Ok(None);
+    }
+    Ok(users::Entity::find()
+        .filter(users::Column::Username.eq(username))
+        .one(db)
+        .await?
+        .map(|u| u.id))
+}
+
 /// Result of [`login_with`].
 #[derive(Debug, Clone, Default)]
 pub struct LoginResult {
@@ -188,6 +223,9 @@ pub struct LoginResult {
     pub role: Option<String>,
     /// Whether the account has an enrolled second factor.
     pub has_totp: bool,
+    /// Password verified, but the role requires a second factor and none is
+    /// enrolled yet: enrolment is due before any session (none created).
+    pub enrolment_due: bool,
 }
 
 /// Check `username`/`password`; on success create a session and return its
@@ -264,6 +302,10 @@ pub async fn login_with<C: ConnectionTrait>(
     }
     if result.has_totp {
         result.mfa_pending = true;
+        return Ok(result);
+    }
+    if security.mfa_roles.contains(&user.role) {
+        result.enrolment_due = true;
         return Ok(result);
     }
     if user.failed_logins != 0 || user.locked_until.is_some() {

@@ -38,10 +38,39 @@ pub enum OidcError {
     State,
     #[error("code exchange failed: {0}")]
     Exchange(String),
-    #[error("ID token rejected: {0}")]
-    IdToken(String),
+    /// The ID token failed validation; the first field names the check
+    /// (safe for the audit trail), the second is the crate's message
+    /// (never the token itself).
+    #[error("ID token rejected ({0}): {1}")]
+    IdToken(&'static str, String),
     #[error("access token rejected: {0}")]
     AccessToken(&'static str),
+}
+
+impl OidcError {
+    /// A short, token-free description for the audit trail.
+    pub fn audit_detail(&self) -> &'static str {
+        match self {
+            OidcError::Discovery(_) | OidcError::Config(_) => "provider unavailable",
+            OidcError::State => "unknown or expired state",
+            OidcError::Exchange(_) => "code exchange failed",
+            OidcError::IdToken(check, _) => check,
+            OidcError::AccessToken(_) => "access token rejected",
+        }
+    }
+}
+
+/// Which ID-token check failed, for the audit trail.
+fn id_token_check(e: &openidconnect::ClaimsVerificationError) -> &'static str {
+    use openidconnect::ClaimsVerificationError as E;
+    match e {
+        E::Expired(_) => "id token: expired",
+        E::InvalidAudience(_) => "id token: audience",
+        E::InvalidIssuer(_) => "id token: issuer",
+        E::InvalidNonce(_) => "id token: nonce",
+        E::SignatureVerification(_) => "id token: signature",
+        _ => "id token: invalid",
+    }
 }
 
 /// A verified API access token.
@@ -212,13 +241,13 @@ impl Oidc {
             .request_async(&self.http)
             .await
             .map_err(|e| OidcError::Exchange(e.to_string()))?;
-        let id_token = token
-            .id_token()
-            .ok_or_else(|| OidcError::IdToken("no ID token in the response".into()))?;
+        let id_token = token.id_token().ok_or_else(|| {
+            OidcError::IdToken("id token: missing", "no ID token in the response".into())
+        })?;
         let verifier = client.id_token_verifier();
         let claims = id_token
             .claims(&verifier, &pending.nonce)
-            .map_err(|e| OidcError::IdToken(e.to_string()))?;
+            .map_err(|e| OidcError::IdToken(id_token_check(&e), e.to_string()))?;
         let amr = claims
             .auth_method_refs()
             .map(|v| v.iter().map(|m| m.to_string()).collect())

@@ -62,7 +62,12 @@ pub enum DecodedFrame {
     Gray {
         width: u32,
         height: u32,
+        /// Values after the Modality LUT; empty when `ints` holds them.
         values: Vec<f32>,
+        /// When every value is an integer in a range of at most 65536:
+        /// `(lo, value - lo)` per pixel, so windowing is one table lookup
+        /// per pixel (the usual CT/MR/CR case).
+        ints: Option<(i32, Vec<u16>)>,
         /// The file's first window (center, width), if any.
         window: Option<(f64, f64)>,
         /// Min/max of the finite values.
@@ -111,6 +116,7 @@ impl DecodedFrame {
                 width,
                 height,
                 values,
+                ints,
                 window: file_window,
                 range,
                 invert,
@@ -132,6 +138,45 @@ impl DecodedFrame {
                 });
                 let lut = Lut8::new(w, *range);
                 let invert = *invert;
+                if let (Some((lo, idx)), Some((tlo, table))) = (ints, &lut.table) {
+                    if lo == tlo {
+                        let table: Vec<u8> = if invert {
+                            table.iter().map(|y| 255 - y).collect()
+                        } else {
+                            table.clone()
+                        };
+                        let pixels = idx
+                            .iter()
+                            .map(|&i| table.get(usize::from(i)).copied().unwrap_or(0))
+                            .collect();
+                        return Image8 {
+                            width: *width,
+                            height: *height,
+                            channels: 1,
+                            pixels,
+                        };
+                    }
+                }
+                if let Some((lo, idx)) = ints {
+                    // (Not reached: the table always covers an integer range.)
+                    let pixels = idx
+                        .iter()
+                        .map(|&i| {
+                            let y = lut.compute((lo + i32::from(i)) as f32);
+                            if invert {
+                                255 - y
+                            } else {
+                                y
+                            }
+                        })
+                        .collect();
+                    return Image8 {
+                        width: *width,
+                        height: *height,
+                        channels: 1,
+                        pixels,
+                    };
+                }
                 let pixels = values
                     .iter()
                     .map(|v| {
@@ -156,7 +201,9 @@ impl DecodedFrame {
     /// Approximate heap size.
     pub fn weight(&self) -> usize {
         match self {
-            DecodedFrame::Gray { values, .. } => values.len() * 4,
+            DecodedFrame::Gray { values, ints, .. } => {
+                values.len() * 4 + ints.as_ref().map_or(0, |(_, v)| v.len() * 2)
+            }
             DecodedFrame::Color(i) => i.pixels.len(),
         }
     }
@@ -277,6 +324,46 @@ pub fn decode_frame(bytes: &[u8], frame: u32) -> Result<DecodedFrame, RenderErro
     }
 }
 
+/// `(lo, value - lo)` per value when all are integers spanning at most
+/// 65536 values (see `DecodedFrame::Gray::ints`).
+fn int_index(values: &[f32], range: (f32, f32)) -> Option<(i32, Vec<u16>)> {
+    let (lo, hi) = range;
+    if !lo.is_finite() || !hi.is_finite() || lo.fract() != 0.0 || hi - lo > 65535.0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(values.len());
+    for &v in values {
+        if v.fract() != 0.0 {
+            // Also NaN and infinities.
+            return None;
+        }
+        out.push((v - lo) as u16);
+    }
+    Some((lo as i32, out))
+}
+
+/// A grayscale frame, with the integer index when it applies (then the
+/// float values are dropped).
+fn gray_frame(
+    width: u32,
+    height: u32,
+    values: Vec<f32>,
+    window: Option<(f64, f64)>,
+    range: (f32, f32),
+    invert: bool,
+) -> DecodedFrame {
+    let ints = int_index(&values, range);
+    DecodedFrame::Gray {
+        width,
+        height,
+        values: if ints.is_some() { Vec::new() } else { values },
+        ints,
+        window,
+        range,
+        invert,
+    }
+}
+
 fn uint(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> Option<u32> {
     obj.element(tag).ok().and_then(|e| e.to_int::<u32>().ok())
 }
@@ -376,14 +463,14 @@ fn native_grayscale(
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
             (lo.min(*v), hi.max(*v))
         });
-    Some(DecodedFrame::Gray {
-        width: cols as u32,
-        height: rows as u32,
+    Some(gray_frame(
+        cols as u32,
+        rows as u32,
         values,
         window,
         range,
         invert,
-    })
+    ))
 }
 
 fn grayscale(
@@ -426,14 +513,14 @@ fn grayscale(
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
             (lo.min(*v), hi.max(*v))
         });
-    Ok(DecodedFrame::Gray {
+    Ok(gray_frame(
         width,
         height,
         values,
         window,
         range,
-        invert: pi == PhotometricInterpretation::Monochrome1,
-    })
+        pi == PhotometricInterpretation::Monochrome1,
+    ))
 }
 
 /// The linear VOI LUT function of PS3.3 C.11.2.1.2.1, to 8 bits.
@@ -673,6 +760,35 @@ mod tests {
         let w1 = LinearWindow::new(10.0, 1.0);
         assert_eq!(w1.apply(9.0), 0);
         assert_eq!(w1.apply(10.0), 255);
+    }
+
+    #[test]
+    fn integer_index_matches_float_path() {
+        let values: Vec<f32> = (0..256).map(|i| (i * 7 % 300) as f32 - 100.0).collect();
+        let range = (-100.0, 199.0);
+        let fast = gray_frame(16, 16, values.clone(), Some((40.0, 120.0)), range, true);
+        assert!(matches!(&fast, DecodedFrame::Gray { ints: Some(_), .. }));
+        let slow = DecodedFrame::Gray {
+            width: 16,
+            height: 16,
+            values,
+            ints: None,
+            window: Some((40.0, 120.0)),
+            range,
+            invert: true,
+        };
+        for w in [
+            None,
+            Some(Window {
+                center: 10.0,
+                width: 50.0,
+                function: WindowFunction::Sigmoid,
+            }),
+        ] {
+            assert_eq!(fast.to_image8(w).pixels, slow.to_image8(w).pixels);
+        }
+        assert!(int_index(&[0.5, 1.0], (0.5, 1.0)).is_none());
+        assert!(int_index(&[0.0, 70000.0], (0.0, 70000.0)).is_none());
     }
 
     #[test]

@@ -273,6 +273,21 @@ pub async fn resolve_session<C: ConnectionTrait>(
     }))
 }
 
+/// The links of study `study_id`, newest first (at most `limit`).
+pub async fn list_for_study<C: ConnectionTrait>(
+    db: &C,
+    study_id: i64,
+    limit: u64,
+) -> Result<Vec<share_links::Model>, DbErr> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    share_links::Entity::find()
+        .filter(share_links::Column::StudyId.eq(study_id))
+        .order_by_desc(share_links::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
 /// Revoke link `share_id` of study `study_id` and end its sessions;
 /// `false` when there is no such live link.
 pub async fn revoke<C: ConnectionTrait>(

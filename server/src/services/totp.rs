@@ -5,6 +5,11 @@
 //! proves possession with a valid code; only then it becomes the secret
 //! checked at sign-in. Between password and code, the browser holds a
 //! short-lived HMAC-signed cookie naming the user (no session exists yet).
+//!
+//! Replay: the time step of the last code accepted at sign-in is stored
+//! (`users.totp_last_step`) and only a later step is accepted, with a
+//! compare-and-set, so a code works once even under concurrent use
+//! (RFC 6238 §5.2).
 
 use crate::db::entities::users;
 use crate::services::auth::{ct_eq, random_token, token_digest};
@@ -49,16 +54,65 @@ fn totp(secret_b32: &str, account: &str) -> Result<TOTP, TotpError> {
     .map_err(|e| TotpError::Totp(e.to_string()))
 }
 
-/// Whether `code` is valid now for the base32 `secret`.
-pub fn check(secret_b32: &str, code: &str) -> bool {
+/// Column of the last accepted time step (migration
+/// `m20261123_000002_totp_last_step`; not in the entity, so only this
+/// module reads or writes it).
+const LAST_STEP_COLUMN: &str = "totp_last_step";
+
+/// The time step (Unix time / 30 s) in which `code` is valid for the
+/// base32 `secret`, looking one step either side of `now` (clock skew).
+fn matching_step_at(secret_b32: &str, code: &str, now: u64) -> Option<u64> {
     let code = code.trim();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
+        return None;
     }
-    totp(secret_b32, "x")
-        .ok()
-        .and_then(|t| t.check_current(code).ok())
-        .unwrap_or(false)
+    let t = totp(secret_b32, "x").ok()?;
+    let step = now / t.step;
+    // Every candidate is compared (constant time), the latest match wins.
+    [step.saturating_sub(1), step, step + 1]
+        .into_iter()
+        .fold(None, |found, s| {
+            if ct_eq(&t.generate(s * t.step), code) {
+                Some(s)
+            } else {
+                found
+            }
+        })
+}
+
+fn now_secs() -> u64 {
+    u64::try_from(Utc::now().timestamp()).unwrap_or(0)
+}
+
+/// Whether `code` is valid now for the base32 `secret`.
+pub fn check(secret_b32: &str, code: &str) -> bool {
+    matching_step_at(secret_b32, code, now_secs()).is_some()
+}
+
+/// Accept a TOTP `code` for `user_id` once: valid now and in a later time
+/// step than the last code accepted (stored with compare-and-set).
+async fn consume_code<C: ConnectionTrait>(
+    db: &C,
+    user_id: i64,
+    secret_b32: &str,
+    code: &str,
+) -> Result<bool, TotpError> {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait};
+    let Some(step) = matching_step_at(secret_b32, code, now_secs()) else {
+        return Ok(false);
+    };
+    let step = i64::try_from(step).map_err(|_| TotpError::Totp("time step".into()))?;
+    let res = users::Entity::update_many()
+        .col_expr(Alias::new(LAST_STEP_COLUMN), Expr::value(step))
+        .filter(users::Column::Id.eq(user_id))
+        .filter(
+            sea_orm::Condition::any()
+                .add(Expr::col(Alias::new(LAST_STEP_COLUMN)).is_null())
+                .add(Expr::col(Alias::new(LAST_STEP_COLUMN)).lt(step)),
+        )
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
 }
 
 /// The current code (tests).
@@ -114,6 +168,32 @@ pub async fn begin<C: ConnectionTrait>(
     })
 }
 
+/// The enrolment already pending for `user_id` (same secret, so a reload
+/// or a mistyped code does not invalidate what the user scanned), or a new
+/// one. Nothing is written when a secret is already enrolled.
+pub async fn pending_or_begin<C: ConnectionTrait>(
+    db: &C,
+    user_id: i64,
+    username: &str,
+) -> Result<Enrolment, TotpError> {
+    let pending = users::Entity::find_by_id(user_id)
+        .one(db)
+        .await?
+        .and_then(|u| u.totp_secret)
+        .and_then(|s| s.strip_prefix(PENDING).map(str::to_owned))
+        .filter(|s| !s.is_empty());
+    let Some(secret) = pending else {
+        return begin(db, user_id, username).await;
+    };
+    let t = totp(&secret, username)?;
+    let qr = t.get_qr_base64().map_err(TotpError::Totp)?;
+    Ok(Enrolment {
+        otpauth_url: t.get_url(),
+        qr_data_url: format!("data:image/png;base64,{qr}"),
+        secret_b32: secret,
+    })
+}
+
 /// Finish enrolment with a code from the app; returns the recovery codes
 /// (shown once) or `None` if the code is wrong or nothing is pending.
 pub async fn confirm<C: ConnectionTrait>(
@@ -152,8 +232,9 @@ pub async fn confirm<C: ConnectionTrait>(
     Ok(Some(codes))
 }
 
-/// Check a second factor: a current TOTP code, or an unused recovery code
-/// (which is then consumed).
+/// Check a second factor: a current TOTP code not used before (its time
+/// step is then consumed), or an unused recovery code (which is then
+/// consumed).
 pub async fn verify_second_factor<C: ConnectionTrait>(
     db: &C,
     user: &users::Model,
@@ -162,10 +243,11 @@ pub async fn verify_second_factor<C: ConnectionTrait>(
     let Some(secret) = enrolled_secret(user) else {
         return Ok(false);
     };
-    if check(secret, code) {
-        return Ok(true);
-    }
     let code = code.trim();
+    if code.len() == 6 {
+        // A TOTP code (recovery codes are longer): valid and not replayed.
+        return consume_code(db, user.id, secret, code).await;
+    }
     if code.len() < 8 || code.len() > 32 {
         return Ok(false);
     }
@@ -238,6 +320,21 @@ mod tests {
         let code = current_code(&secret).unwrap();
         assert!(check(&secret, &code));
         assert!(!check(&secret, "abcdef"));
+        // The step of a code: found one step either side, not two.
+        let t = totp(&secret, "x").unwrap();
+        let now = 1_800_000_000u64;
+        let code_at = |step: u64| t.generate(step * 30);
+        let step = now / 30;
+        assert_eq!(matching_step_at(&secret, &code_at(step), now), Some(step));
+        assert_eq!(
+            matching_step_at(&secret, &code_at(step - 1), now),
+            Some(step - 1)
+        );
+        assert_eq!(
+            matching_step_at(&secret, &code_at(step + 1), now),
+            Some(step + 1)
+        );
+        assert_eq!(matching_step_at(&secret, &code_at(step - 2), now), None);
         let v = mfa_cookie_value(b"k", 7);
         assert_eq!(check_mfa_cookie(b"k", &v), Some(7));
         assert_eq!(check_mfa_cookie(b"other", &v), None);

@@ -424,6 +424,49 @@ async fn rendered(app: &TestApp) {
     assert_eq!((s, ct.as_str()), (200, "image/jpeg"));
     let (s, _, _) = get(format!("{inst}/frames/1/tiles/6/1_0.jpg"), "*/*").await;
     assert_eq!(s, 404);
+    // Rendered series and study: multipart/related of rendered frames
+    // (PS3.18 10.4), in instance order, each part with its location.
+    let series = format!("{W}/studies/2.25.7001/series/2.25.7011");
+    let (s, ct, body) = get(
+        format!("{series}/rendered"),
+        "multipart/related; type=\"image/png\"",
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(
+        ct.starts_with("multipart/related; type=\"image/png\""),
+        "{ct}"
+    );
+    let boundary = multipart::boundary_of(&ct).unwrap();
+    let parts = multipart::parse(&body, &boundary).unwrap();
+    assert_eq!(parts.len(), 2);
+    for p in &parts {
+        assert_eq!(p.content_type.as_deref(), Some("image/png"));
+        assert_eq!(&p.body[..4], b"\x89PNG");
+    }
+    let text = String::from_utf8_lossy(&body);
+    let first = text.find("instances/2.25.7021/frames/1/rendered").unwrap();
+    let second = text.find("instances/2.25.7022/frames/1/rendered").unwrap();
+    assert!(first < second);
+    let (s, ct, body) = get(
+        "/dicomweb/studies/2.25.7001/rendered?window=40,400".into(),
+        "*/*",
+    )
+    .await;
+    assert_eq!(s, 200);
+    let parts = multipart::parse(&body, &multipart::boundary_of(&ct).unwrap()).unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(&parts[0].body[..2], &[0xFF, 0xD8]);
+    let (s, _, _) = get(format!("{series}/rendered"), "application/dicom").await;
+    assert_eq!(s, 406);
+    let (s, _, _) = get(format!("{series}/rendered?quality=0"), "*/*").await;
+    assert_eq!(s, 400);
+    let (s, _, _) = get(
+        format!("{W}/studies/2.25.7001/series/2.25.7099/rendered"),
+        "*/*",
+    )
+    .await;
+    assert_eq!(s, 404);
     // Unauthenticated: 401.
     assert_eq!(
         app.api

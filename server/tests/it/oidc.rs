@@ -17,7 +17,7 @@ fn provider_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/oidc")
 }
 
-async fn start_provider(redirect: &str) -> Option<(tokio::process::Child, String)> {
+pub(crate) async fn start_provider(redirect: &str) -> Option<(tokio::process::Child, String)> {
     let dir = provider_dir();
     if !dir.join("node_modules/oidc-provider").exists() {
         // Not a silent skip: the test command installs it (scripts/install-test-deps.sh).
@@ -47,7 +47,7 @@ async fn start_provider(redirect: &str) -> Option<(tokio::process::Child, String
     Some((child, issuer))
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -55,7 +55,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -80,7 +80,12 @@ fn absolute(base: &str, location: &str) -> String {
 
 /// Follow redirects by hand, answering the provider's login and consent
 /// forms, until the redirect to Mado's callback; returns its URL.
-async fn authorize(c: &reqwest::Client, app: &TestApp, issuer: &str, login: &str) -> String {
+pub(crate) async fn authorize(
+    c: &reqwest::Client,
+    app: &TestApp,
+    issuer: &str,
+    login: &str,
+) -> String {
     let res = c.get(app.url("/auth/oidc/login")).send().await.unwrap();
     assert_eq!(res.status(), 303);
     let mut url = res.headers()["location"].to_str().unwrap().to_owned();
@@ -116,17 +121,18 @@ async fn authorize(c: &reqwest::Client, app: &TestApp, issuer: &str, login: &str
     panic!("no redirect to the callback");
 }
 
-async fn run(backend: Backend) {
-    let port = free_port();
-    let redirect = format!("http://127.0.0.1:{port}/auth/oidc/callback");
-    let Some((_provider, issuer)) = start_provider(&redirect).await else {
-        return;
-    };
-    let issuer2 = issuer.clone();
-    let Some(app) = spawn_app_with(backend, move |s| {
+/// The app on `port`, signing in through the provider at `issuer`.
+pub(crate) async fn spawn_with_provider(
+    backend: Backend,
+    port: u16,
+    issuer: &str,
+    customise: impl FnOnce(&mut server::config::Settings),
+) -> Option<TestApp> {
+    let issuer = issuer.to_owned();
+    spawn_app_with(backend, move |s| {
         s.http.bind = format!("127.0.0.1:{port}");
         s.oidc = Some(OidcSettings {
-            issuer_url: issuer2,
+            issuer_url: issuer,
             client_id: CLIENT_ID.into(),
             client_secret: Secret::new(CLIENT_SECRET),
             redirect_url: format!("http://127.0.0.1:{port}/auth/oidc/callback"),
@@ -138,9 +144,19 @@ async fn run(backend: Backend) {
             api_scope: "mado.read".into(),
             api_role: "radiologist".into(),
         });
+        customise(s);
     })
     .await
-    else {
+}
+
+async fn run(backend: Backend) {
+    log_capture::install();
+    let port = free_port();
+    let redirect = format!("http://127.0.0.1:{port}/auth/oidc/callback");
+    let Some((_provider, issuer)) = start_provider(&redirect).await else {
+        return;
+    };
+    let Some(app) = spawn_with_provider(backend, port, &issuer, |_| {}).await else {
         return;
     };
 
@@ -187,6 +203,19 @@ async fn run(backend: Backend) {
     assert_eq!(c.get(&tampered).send().await.unwrap().status(), 403);
     // No state cookie at all (login CSRF).
     assert_eq!(client().get(&callback).send().await.unwrap().status(), 403);
+
+    // ID tokens that fail validation, each re-signed by the provider's own
+    // key (or with one signature byte flipped): no session, an audit row
+    // naming the failed check, a generic 401 problem, no token in the logs.
+    for (mode, check) in [
+        ("wrong_nonce", "nonce"),
+        ("expired", "expired"),
+        ("wrong_aud", "audience"),
+        ("wrong_iss", "issuer"),
+        ("bad_sig", "signature"),
+    ] {
+        rejected_id_token(&app, &issuer, mode, check).await;
+    }
 
     // Tampered code: the exchange fails.
     let c = client();
@@ -308,6 +337,131 @@ async fn run(backend: Backend) {
     );
 
     app.cleanup().await;
+}
+
+/// Arm the provider to spoil the next ID token (`mode`, see
+/// tests/oidc/provider.mjs).
+pub(crate) async fn arm(issuer: &str, mode: &str) {
+    let res = reqwest::get(format!("{issuer}/__test/id-token?mode={mode}"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204, "arming {mode}");
+}
+
+async fn rejected_id_token(app: &TestApp, issuer: &str, mode: &str, check: &str) {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+    use server::db::entities::{audit_events, sessions};
+    let sessions_before = sessions::Entity::find().count(&app.db).await.unwrap();
+    let login = format!("neg-{mode}");
+    let c = client();
+    arm(issuer, mode).await;
+    let callback = authorize(&c, app, issuer, &login).await;
+    let res = c.get(&callback).send().await.unwrap();
+    assert_eq!(res.status(), 401, "{mode}");
+    assert!(
+        res.headers().get("set-cookie").is_none_or(|v| !v
+            .to_str()
+            .unwrap()
+            .starts_with(server::services::auth::SESSION_COOKIE)),
+        "{mode}: session cookie set"
+    );
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/problem+json",
+        "{mode}"
+    );
+    let body = res.text().await.unwrap();
+    assert!(
+        body.contains("missing or invalid credentials") && !body.contains(check),
+        "{mode}: {body}"
+    );
+    let id_token = reqwest::get(format!("{issuer}/__test/last-id-token"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(id_token.split('.').count(), 3, "{mode}: {id_token}");
+    assert!(!body.contains(&id_token[id_token.len() - 20..]));
+    // Not signed in, no session row, no account created.
+    let res = c.get(app.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 303, "{mode}");
+    assert_eq!(
+        sessions::Entity::find().count(&app.db).await.unwrap(),
+        sessions_before,
+        "{mode}"
+    );
+    assert!(server::db::entities::users::Entity::find()
+        .filter(server::db::entities::users::Column::Username.eq(format!("oidc:{login}")))
+        .one(&app.db)
+        .await
+        .unwrap()
+        .is_none());
+    // The audit trail names the failed check.
+    let last = audit_events::Entity::find()
+        .filter(audit_events::Column::Action.eq("login"))
+        .order_by_desc(audit_events::Column::Seq)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.outcome, "failure", "{mode}");
+    assert_eq!(last.detail, format!("oidc: id token: {check}"), "{mode}");
+    // Neither the token nor its signature reached the logs.
+    if let Some(logs) = log_capture::text() {
+        let sig = id_token.rsplit('.').next().unwrap();
+        assert!(
+            !logs.contains(sig) && !logs.contains(&id_token[..40]),
+            "{mode}: token in the logs"
+        );
+        assert!(logs.contains("OIDC sign-in rejected"), "logs captured");
+    }
+}
+
+/// The server's logs of this test binary, captured in memory (unless
+/// `TEST_LOG` asks for them on stderr).
+pub(crate) mod log_capture {
+    use std::sync::{Mutex, OnceLock};
+
+    static BUF: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+
+    struct W;
+    impl std::io::Write for W {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = BUF.lock() {
+                v.extend_from_slice(b);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    pub fn install() {
+        INSTALLED.get_or_init(|| {
+            std::env::var_os("TEST_LOG").is_none()
+                && tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::new(
+                        "info,server=debug,sqlx=warn,sea_orm=warn",
+                    ))
+                    .with_writer(|| W)
+                    .with_ansi(false)
+                    .try_init()
+                    .is_ok()
+        });
+    }
+
+    pub fn text() -> Option<String> {
+        if *INSTALLED.get()? {
+            BUF.lock()
+                .ok()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        } else {
+            None
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,8 @@
 //!                                                          WADO  Download
 //! GET  …/instances/{sop}/frames/{list}                     WADO  Download
 //! GET  …/instances/{sop}/bulkdata/7FE00010                 WADO  Download
+//! GET  /dicomweb/studies/{study}[/series/{series}]/rendered
+//!                                                          WADO  ViewPixels (multipart of rendered frames)
 //! GET  …/instances/{sop}[/frames/{n}]/rendered|thumbnail   WADO  ViewPixels
 //! GET  …/instances/{sop}/frames/{n}/tiles.json
 //! GET  …/instances/{sop}/frames/{n}/tiles/{level}/{x}_{y}.jpg  ViewPixels
@@ -65,6 +67,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/dicomweb/studies/{study}/series/{series}/metadata",
             web::get().to(wado::series_metadata),
+        )
+        .route(
+            "/dicomweb/studies/{study}/rendered",
+            web::get().to(rendered::study_rendered),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/rendered",
+            web::get().to(rendered::series_rendered),
         )
         .route(I, web::get().to(wado::retrieve_instance))
         .route(

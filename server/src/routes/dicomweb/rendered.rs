@@ -1,12 +1,24 @@
 //! Rendered images, thumbnails and deep-zoom tiles (PS3.18 §10.4.1.1.3,
-//! 9.5.1.2.1). Decoded frames are kept in a byte-bounded LRU so that
-//! re-windowing and scrolling back never decode twice.
+//! 9.5.1.2.1), and rendered series and studies (multipart/related of
+//! rendered frames, PS3.18 §10.4). Decoded frames are kept in a
+//! byte-bounded LRU so that re-windowing and scrolling back never decode
+//! twice.
+//!
+//! Series read-ahead: rendering slice k of a series schedules the next
+//! [`READ_AHEAD`] slices (same parameters, same media type) on the rayon
+//! pool — at most [`READ_AHEAD_JOBS`] at a time, skipped when busy — into
+//! the decoded-frame and encoded caches, so a client scrolling through a
+//! stack finds them ready. Concurrent requests for the same frame or the
+//! same answer (a request and a read-ahead job) share one computation
+//! (single flight). Read-ahead runs only after the request passed its own
+//! `StudyAccess` check and audit, and only for instances of that series.
 
 use super::not_acceptable;
 use crate::access::{StudyAccess, ViewPixels};
 use crate::error::ApiError;
 use crate::services::dicomweb::accept;
 use crate::services::dicomweb::cache::ByteLru;
+use crate::services::dicomweb::{multipart, wado};
 use crate::services::render::{
     crop, decode_frame, encode_jpeg, encode_png, encode_webp, resize, DecodedFrame, Image8,
     RenderError, Window, WindowFunction, RENDER_VERSION,
@@ -16,9 +28,13 @@ use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
+use futures::StreamExt;
 use mado_core::{SeriesUid, SopInstanceUid};
 use sha2::{Digest, Sha256};
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 /// Largest viewport side.
 pub const MAX_VIEWPORT: u32 = 4096;
@@ -33,6 +49,96 @@ static DECODED: LazyLock<ByteLru<(String, u32), DecodedFrame>> =
 /// and media type, so it is a content address).
 static ENCODED: LazyLock<ByteLru<String, Bytes>> =
     LazyLock::new(|| ByteLru::new(128 * 1024 * 1024));
+
+/// Slices rendered ahead after a rendered request of a series.
+pub const READ_AHEAD: usize = 3;
+/// Read-ahead jobs at a time (the rest is skipped, never queued).
+pub const READ_AHEAD_JOBS: usize = 2;
+static READ_AHEAD_SLOTS: LazyLock<Arc<tokio::sync::Semaphore>> =
+    LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_JOBS)));
+
+/// Most frames in one rendered series or study answer.
+pub const MAX_RENDERED_PARTS: usize = 5000;
+
+/// An error shared between the requests of one single-flight computation.
+#[derive(Debug, Clone)]
+enum Shared {
+    Store(Arc<str>),
+    Cpu(Arc<str>),
+    Render(Arc<RenderError>),
+}
+
+impl From<Shared> for ApiError {
+    fn from(e: Shared) -> Self {
+        match e {
+            Shared::Store(m) => ApiError::Unexpected(
+                anyhow::anyhow!("{m}").context("reading object from the store"),
+            ),
+            Shared::Cpu(m) => ApiError::Unexpected(anyhow::anyhow!("{m}").context("rendering")),
+            Shared::Render(e) => render_error(&e),
+        }
+    }
+}
+
+/// Single flight: concurrent callers with the same key share one run.
+struct Flights<K, V> {
+    map: Mutex<HashMap<K, Arc<tokio::sync::OnceCell<V>>>>,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> Flights<K, V> {
+    fn new() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn in_flight(&self, key: &K) -> bool {
+        self.map
+            .lock()
+            .map(|m| m.contains_key(key))
+            .unwrap_or(false)
+    }
+
+    async fn run<F, Fut>(&self, key: K, f: F) -> V
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = V>,
+    {
+        let cell = match self.map.lock() {
+            Ok(mut m) => m.entry(key.clone()).or_default().clone(),
+            Err(_) => Arc::new(tokio::sync::OnceCell::new()),
+        };
+        let v = cell.get_or_init(f).await.clone();
+        if let Ok(mut m) = self.map.lock() {
+            if m.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                m.remove(&key);
+            }
+        }
+        v
+    }
+}
+
+type FrameKey = (String, u32);
+static DECODING: LazyLock<Flights<FrameKey, Result<Arc<DecodedFrame>, Shared>>> =
+    LazyLock::new(Flights::new);
+static ENCODING: LazyLock<Flights<String, Result<Bytes, Shared>>> = LazyLock::new(Flights::new);
+
+/// One instance of a series, in series order.
+#[derive(Debug, Clone)]
+struct SliceRef {
+    sop: String,
+    object_key: String,
+    sha256: String,
+    frames: u32,
+}
+
+/// The instances of recently rendered series (a hint for read-ahead and
+/// the render target lookup; a miss falls back to the database).
+const SERIES_TTL: Duration = Duration::from_secs(10);
+type SeriesKey = (i64, String);
+type SeriesEntry = (Instant, Arc<Vec<SliceRef>>);
+static SERIES: LazyLock<Mutex<HashMap<SeriesKey, SeriesEntry>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -172,14 +278,14 @@ fn encode(img: &Image8, format: Format, quality: u8) -> Result<Vec<u8>, RenderEr
     }
 }
 
-fn render_error(e: RenderError) -> ApiError {
+fn render_error(e: &RenderError) -> ApiError {
     match e {
         RenderError::NoSuchFrame(_) => ApiError::NotFound,
         RenderError::Unsupported(what) => {
             tracing::info!(reason = %what, "cannot render instance");
             ApiError::NotImplemented("this image cannot be rendered by the server")
         }
-        other => ApiError::Unexpected(anyhow::Error::new(other).context("rendering")),
+        other => ApiError::Unexpected(anyhow::anyhow!("{other}").context("rendering")),
     }
 }
 
@@ -190,26 +296,94 @@ async fn decoded(
     sha256: &str,
     frame: u32,
 ) -> Result<Arc<DecodedFrame>, ApiError> {
-    let ck = (sha256.to_owned(), frame);
+    decoded_shared(
+        state.store.clone(),
+        key.to_owned(),
+        sha256.to_owned(),
+        frame,
+    )
+    .await
+    .map_err(ApiError::from)
+}
+
+async fn decoded_shared(
+    store: mado_store::DynStore,
+    key: String,
+    sha256: String,
+    frame: u32,
+) -> Result<Arc<DecodedFrame>, Shared> {
+    let ck = (sha256, frame);
     if let Some(hit) = DECODED.get(&ck) {
         return Ok(hit);
     }
-    let bytes = state.store.get(key).await.map_err(|e| {
-        ApiError::Unexpected(anyhow::Error::new(e).context("reading object from the store"))
-    })?;
-    let d = cpu::run(move || decode_frame(&bytes, frame))
+    DECODING
+        .run(ck.clone(), || async move {
+            if let Some(hit) = DECODED.get(&ck) {
+                return Ok(hit);
+            }
+            let bytes = store
+                .get(&key)
+                .await
+                .map_err(|e| Shared::Store(e.to_string().into()))?;
+            let d = cpu::run(move || decode_frame(&bytes, frame))
+                .await
+                .map_err(|e| Shared::Cpu(e.to_string().into()))?
+                .map_err(|e| Shared::Render(Arc::new(e)))?;
+            let d = Arc::new(d);
+            DECODED.insert(ck, d.clone());
+            Ok(d)
+        })
         .await
-        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("decoding")))?
-        .map_err(render_error)?;
-    let d = Arc::new(d);
-    DECODED.insert(ck, d.clone());
-    Ok(d)
 }
 
 struct Target {
     object_key: String,
     sha256: String,
     frames: u32,
+}
+
+/// The instances of `series` in `study_id`, in series order. With
+/// `fresh == false` a list cached within [`SERIES_TTL`] is good enough (a
+/// hint: read-ahead, and the target of a single-frame request, which falls
+/// back to the database when absent); answers that enumerate the series
+/// pass `fresh == true` so an instance indexed a moment ago is never left out.
+async fn series_slices(
+    state: &AppState,
+    study_id: i64,
+    series: &str,
+    fresh: bool,
+) -> Result<Arc<Vec<SliceRef>>, ApiError> {
+    let key = (study_id, series.to_owned());
+    if let (false, Ok(m)) = (fresh, SERIES.lock()) {
+        if let Some((at, v)) = m.get(&key) {
+            if at.elapsed() < SERIES_TTL {
+                return Ok(v.clone());
+            }
+        }
+    }
+    let refs = wado::instance_refs(&state.db, study_id, Some(series), None)
+        .await
+        .map_err(super::db_err)?;
+    let v: Arc<Vec<SliceRef>> = Arc::new(
+        refs.into_iter()
+            .map(|r| SliceRef {
+                sop: r.sop_instance_uid,
+                object_key: r.object_key,
+                sha256: r.sha256,
+                frames: u32::try_from(r.number_of_frames.max(1)).unwrap_or(1),
+            })
+            .collect(),
+    );
+    if let Ok(mut m) = SERIES.lock() {
+        if m.len() > 1024 {
+            m.retain(|_, (at, _)| at.elapsed() < SERIES_TTL);
+            if m.len() > 1024 {
+                m.clear();
+            }
+        }
+        m.insert(key, (Instant::now(), v.clone()));
+    }
+    Ok(v)
 }
 
 async fn target(
@@ -240,11 +414,85 @@ fn etag(sha256: &str, what: &str) -> String {
     )
 }
 
+fn render_tag(sha256: &str, frame: u32, params: &Params, format: Format) -> String {
+    etag(sha256, &format!("f{frame}|{params:?}|{}", format.media()))
+}
+
 fn not_modified(req: &HttpRequest, etag: &str) -> bool {
     req.headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
+/// One rendered frame (1-based) of an instance: from the encoded cache, or
+/// decoded (cache) → window → viewport → encode on rayon. Shared by
+/// requests and read-ahead (single flight on the ETag).
+async fn rendered_bytes(
+    store: mado_store::DynStore,
+    object_key: String,
+    sha256: String,
+    frame: u32,
+    params: Params,
+    format: Format,
+    tag: String,
+) -> Result<Bytes, Shared> {
+    if let Some(hit) = ENCODED.get(&tag) {
+        return Ok((*hit).clone());
+    }
+    ENCODING
+        .run(tag.clone(), || async move {
+            if let Some(hit) = ENCODED.get(&tag) {
+                return Ok((*hit).clone());
+            }
+            let d = decoded_shared(store, object_key, sha256, frame - 1).await?;
+            let body = cpu::run(move || {
+                let mut img = d.to_image8(params.window);
+                if let Some(vp) = params.viewport {
+                    if let Some((sx, sy, sw, sh)) = vp.src {
+                        img = crop(&img, sx, sy, sw, sh);
+                    }
+                    let (w, h) = fit(img.width, img.height, vp.vw, vp.vh);
+                    img = resize(&img, w, h);
+                }
+                encode(&img, format, params.quality)
+            })
+            .await
+            .map_err(|e| Shared::Cpu(e.to_string().into()))?
+            .map_err(|e| Shared::Render(Arc::new(e)))?;
+            let body = Bytes::from(body);
+            ENCODED.insert(tag, Arc::new(body.clone()));
+            Ok(body)
+        })
+        .await
+}
+
+/// Schedule the slices after `sop` in `slices` (same parameters) unless
+/// cached, in flight, or the read-ahead slots are taken.
+fn read_ahead(state: &AppState, slices: &[SliceRef], sop: &str, params: &Params, format: Format) {
+    let Some(pos) = slices.iter().position(|s| s.sop == sop) else {
+        return;
+    };
+    for next in slices.iter().skip(pos + 1).take(READ_AHEAD) {
+        if next.frames != 1 {
+            continue;
+        }
+        let tag = render_tag(&next.sha256, 1, params, format);
+        if ENCODED.get(&tag).is_some() || ENCODING.in_flight(&tag) {
+            continue;
+        }
+        let Ok(permit) = READ_AHEAD_SLOTS.clone().try_acquire_owned() else {
+            return;
+        };
+        let store = state.store.clone();
+        let (key, sha, params) = (next.object_key.clone(), next.sha256.clone(), params.clone());
+        actix_web::rt::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = rendered_bytes(store, key, sha, 1, params, format, tag).await {
+                tracing::debug!(error = ?e, "read-ahead rendering failed");
+            }
+        });
+    }
 }
 
 async fn render(
@@ -270,49 +518,187 @@ async fn render(
             "rendered images are available as image/jpeg, image/png or image/webp",
         ));
     };
-    let t = target(&access, &state, &series, &sop).await?;
+    // The series' instances (cached briefly) name the target and the
+    // slices to read ahead; an instance not (yet) in the cached list is
+    // looked up in the database.
+    let series_uid = SeriesUid::parse(&series).map_err(|_| ApiError::NotFound)?;
+    let slices = series_slices(&state, access.study_id(), series_uid.as_str(), false).await?;
+    let t = match slices.iter().find(|s| s.sop == sop) {
+        Some(s) => Target {
+            object_key: s.object_key.clone(),
+            sha256: s.sha256.clone(),
+            frames: s.frames,
+        },
+        None => target(&access, &state, &series, &sop).await?,
+    };
     if frame == 0 || frame > t.frames {
         return Err(ApiError::NotFound);
     }
-    let tag = etag(
-        &t.sha256,
-        &format!("f{frame}|{params:?}|{}", format.media()),
-    );
+    let tag = render_tag(&t.sha256, frame, &params, format);
     if not_modified(&req, &tag) {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, tag))
             .insert_header((header::CACHE_CONTROL, IMMUTABLE))
             .finish());
     }
-    if let Some(hit) = ENCODED.get(&tag) {
-        return Ok(HttpResponse::Ok()
-            .content_type(format.media())
-            .insert_header((header::ETAG, tag))
-            .insert_header((header::CACHE_CONTROL, IMMUTABLE))
-            .body((*hit).clone()));
+    if !thumbnail && t.frames == 1 {
+        read_ahead(&state, &slices, &sop, &params, format);
     }
-    let d = decoded(&state, &t.object_key, &t.sha256, frame - 1).await?;
-    let body = cpu::run(move || {
-        let mut img = d.to_image8(params.window);
-        if let Some(vp) = params.viewport {
-            if let Some((sx, sy, sw, sh)) = vp.src {
-                img = crop(&img, sx, sy, sw, sh);
-            }
-            let (w, h) = fit(img.width, img.height, vp.vw, vp.vh);
-            img = resize(&img, w, h);
-        }
-        encode(&img, format, params.quality)
-    })
-    .await
-    .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering")))?
-    .map_err(render_error)?;
-    let body = Bytes::from(body);
-    ENCODED.insert(tag.clone(), Arc::new(body.clone()));
+    let body = rendered_bytes(
+        state.store.clone(),
+        t.object_key,
+        t.sha256,
+        frame,
+        params,
+        format,
+        tag.clone(),
+    )
+    .await?;
     Ok(HttpResponse::Ok()
         .content_type(format.media())
         .insert_header((header::ETAG, tag))
         .insert_header((header::CACHE_CONTROL, IMMUTABLE))
         .body(body))
+}
+
+/// The media type of the parts of a rendered series or study: from
+/// `multipart/related; type=…` (default image/jpeg) or a bare image type.
+fn negotiate_parts(req: &HttpRequest) -> Option<Format> {
+    let ranges = accept::parse(
+        req.headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    for r in &ranges {
+        for f in [Format::Jpeg, Format::Png, Format::Webp] {
+            let ok = if r.media == "multipart/related" {
+                r.part_matches(f.media(), "image/jpeg")
+            } else {
+                r.matches(f.media())
+            };
+            if ok {
+                return Some(f);
+            }
+        }
+    }
+    None
+}
+
+/// Every frame of `slices` rendered, as one streamed multipart/related
+/// answer (parts in series / instance order, each with its
+/// Content-Location).
+async fn render_many(
+    req: &HttpRequest,
+    state: &AppState,
+    study: &str,
+    slices: Vec<(String, SliceRef)>,
+) -> Result<HttpResponse, ApiError> {
+    let mut params = parse_params(&super::query_pairs(req)?)?;
+    let Some(format) = negotiate_parts(req) else {
+        return Ok(not_acceptable(
+            "rendered series and studies are available as multipart/related; type=\"image/jpeg\", \"image/png\" or \"image/webp\"",
+        ));
+    };
+    if slices.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    let total: usize = slices.iter().map(|(_, s)| s.frames as usize).sum();
+    if total > MAX_RENDERED_PARTS {
+        return Err(ApiError::BadRequest(format!(
+            "{total} frames: at most {MAX_RENDERED_PARTS} frames per rendered series or study; request the series or instances"
+        )));
+    }
+    if params
+        .viewport
+        .is_some_and(|v| u64::from(v.vw) * u64::from(v.vh) > 1024 * 1024)
+    {
+        // Bounded memory for a many-part answer.
+        params.viewport = params.viewport.map(|v| Viewport {
+            vw: v.vw.min(1024),
+            vh: v.vh.min(1024),
+            src: v.src,
+        });
+    }
+    let base = super::base_url(req);
+    let boundary = multipart::boundary();
+    let content_type = multipart::content_type(&boundary, format.media(), None);
+    let store = state.store.clone();
+    let b = boundary.clone();
+    let study = study.to_owned();
+    let frames = slices
+        .into_iter()
+        .flat_map(|(series, s)| (1..=s.frames).map(move |f| (series.clone(), s.clone(), f)));
+    let parts = futures::stream::iter(frames.enumerate()).then(move |(i, (series, s, frame))| {
+        let (store, b, params) = (store.clone(), b.clone(), params.clone());
+        let location = format!(
+            "{base}/studies/{study}/series/{series}/instances/{}/frames/{frame}/rendered",
+            s.sop
+        );
+        async move {
+            let tag = render_tag(&s.sha256, frame, &params, format);
+            let data = rendered_bytes(store, s.object_key, s.sha256, frame, params, format, tag)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = ?e, "rendering a part of a rendered series or study");
+                    std::io::Error::other("rendering failed")
+                })?;
+            let header = multipart::part_header(&b, format.media(), Some(&location));
+            let mut buf = bytes::BytesMut::with_capacity(data.len() + header.len() + 2);
+            if i > 0 {
+                buf.extend_from_slice(b"\r\n");
+            }
+            buf.extend_from_slice(&header);
+            buf.extend_from_slice(&data);
+            Ok::<Bytes, std::io::Error>(buf.freeze())
+        }
+    });
+    let closing = futures::stream::once(async move { Ok(multipart::closing(&boundary)) });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((header::CACHE_CONTROL, "private, no-cache"))
+        .streaming(parts.chain(closing)))
+}
+
+/// `GET /dicomweb/studies/{study}/series/{series}/rendered`.
+pub async fn series_rendered(
+    access: StudyAccess<ViewPixels>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let series = SeriesUid::parse(&path.1).map_err(|_| ApiError::NotFound)?;
+    let slices = series_slices(&state, access.study_id(), series.as_str(), true).await?;
+    let slices = slices
+        .iter()
+        .map(|s| (series.as_str().to_owned(), s.clone()))
+        .collect();
+    render_many(&req, &state, access.study().as_str(), slices).await
+}
+
+/// `GET /dicomweb/studies/{study}/rendered`.
+pub async fn study_rendered(
+    access: StudyAccess<ViewPixels>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let refs = wado::instance_refs(&state.db, access.study_id(), None, None)
+        .await
+        .map_err(super::db_err)?;
+    let slices = refs
+        .into_iter()
+        .map(|r| {
+            (
+                r.series_uid,
+                SliceRef {
+                    sop: r.sop_instance_uid,
+                    object_key: r.object_key,
+                    sha256: r.sha256,
+                    frames: u32::try_from(r.number_of_frames.max(1)).unwrap_or(1),
+                },
+            )
+        })
+        .collect();
+    render_many(&req, &state, access.study().as_str(), slices).await
 }
 
 pub async fn instance_rendered(
@@ -447,7 +833,7 @@ pub async fn tile(
     })
     .await
     .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("tiling")))?
-    .map_err(render_error)?;
+    .map_err(|e| render_error(&e))?;
     Ok(HttpResponse::Ok()
         .content_type("image/jpeg")
         .insert_header((header::ETAG, tag))
