@@ -123,7 +123,8 @@ pub struct SecuritySettings {
     /// Longest lifetime of a share link.
     pub share_max_days: u32,
     /// Roles that must use a second factor (TOTP); a user of such a role
-    /// without one is sent to enrolment after signing in.
+    /// without one must enrol (or pass) TOTP before a session exists,
+    /// for local and OIDC sign-ins (unless the provider reports MFA).
     #[serde(default)]
     pub mfa_roles: Vec<String>,
     /// Requests per minute per client address on sign-in, second-factor

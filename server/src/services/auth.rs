@@ -139,16 +139,7 @@ pub async fn upsert_user_in_org<C: ConnectionTrait>(
         .one(db)
         .await?
         .is_some();
-    let am = users::ActiveModel {
-        username: Set(username.to_owned()),
-        password_hash: Set(hash),
-        role: Set(role.to_owned()),
-        created_at: Set(Utc::now()),
-        disabled: Set(false),
-        org_id: Set(Some(org_id)),
-        failed_logins: Set(0),
-        ..Default::default()
-    };
+    let am = new_user_row(username, hash, role, org_id);
     users::Entity::insert(am)
         .on_conflict(
             OnConflict::column(users::Column::Username)
@@ -171,6 +162,20 @@ pub async fn upsert_user_in_org<C: ConnectionTrait>(
     })
 }
 
+/// A new, enabled account row with a password hash.
+fn new_user_row(username: &str, hash: String, role: &str, org_id: i64) -> users::ActiveModel {
+    users::ActiveModel {
+        username: Set(username.to_owned()),
+        password_hash: Set(hash),
+        role: Set(role.to_owned()),
+        created_at: Set(Utc::now()),
+        disabled: Set(false),
+        org_id: Set(Some(org_id)),
+        failed_logins: Set(0),
+        ..Default::default()
+    }
+}
+
 /// Create `username` (never touching an existing account) in the
 /// organisation `org_id`; `None` when the username is taken.
 pub async fn create_user_in_org_id<C: ConnectionTrait>(
@@ -182,16 +187,7 @@ pub async fn create_user_in_org_id<C: ConnectionTrait>(
 ) -> Result<Option<i64>, AuthError> {
     let password = password.to_owned();
     let hash = cpu::run(move || hash_password(&password)).await??;
-    let am = users::ActiveModel {
-        username: Set(username.to_owned()),
-        password_hash: Set(hash),
-        role: Set(role.to_owned()),
-        created_at: Set(Utc::now()),
-        disabled: Set(false),
-        org_id: Set(Some(org_id)),
-        failed_logins: Set(0),
-        ..Default::default()
-    };
+    let am = new_user_row(username, hash, role, org_id);
     let inserted = users::Entity::insert(am)
         .on_conflict_do_nothing_on([users::Column::Username])
         .exec_without_returning(db)

@@ -120,6 +120,13 @@ pub fn current_code(secret_b32: &str) -> Option<String> {
     totp(secret_b32, "x").ok()?.generate_current().ok()
 }
 
+/// The next time step's code, still inside the ±1 step window (tests: a
+/// code later than one just consumed).
+pub fn next_code(secret_b32: &str) -> Option<String> {
+    let t = totp(secret_b32, "x").ok()?;
+    Some(t.generate(now_secs() + t.step))
+}
+
 /// The enrolled (not pending) secret of a user row.
 pub fn enrolled_secret(user: &users::Model) -> Option<&str> {
     user.totp_secret
@@ -211,9 +218,12 @@ pub async fn confirm<C: ConnectionTrait>(
     else {
         return Ok(None);
     };
-    if !check(pending, code) {
+    // The confirming code's time step is consumed like a sign-in code's,
+    // so the same code cannot sign in again (RFC 6238 §5.2).
+    let Some(step) = matching_step_at(pending, code.trim(), now_secs()) else {
         return Ok(None);
-    }
+    };
+    let step = i64::try_from(step).map_err(|_| TotpError::Totp("time step".into()))?;
     let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| random_token(10)).collect();
     let digests: Vec<String> = codes.iter().map(|c| token_digest(c)).collect();
     let json = serde_json::to_string(&digests).map_err(|e| TotpError::Totp(e.to_string()))?;
@@ -225,6 +235,10 @@ pub async fn confirm<C: ConnectionTrait>(
         .col_expr(
             users::Column::RecoveryCodes,
             sea_orm::sea_query::Expr::value(Some(json)),
+        )
+        .col_expr(
+            sea_orm::sea_query::Alias::new(LAST_STEP_COLUMN),
+            sea_orm::sea_query::Expr::value(step),
         )
         .filter(users::Column::Id.eq(user_id))
         .exec(db)

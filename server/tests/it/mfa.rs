@@ -9,7 +9,7 @@ use crate::helpers::{hidden_field, spawn_app_with, Backend, TestApp};
 use crate::oidc::{arm, authorize, client, free_port, spawn_with_provider, start_provider};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use server::db::entities::{sessions, users};
-use server::services::totp::current_code;
+use server::services::totp::{current_code, next_code};
 
 fn between<'a>(html: &'a str, start: &str, end: &str) -> Vec<&'a str> {
     html.split(start)
@@ -127,8 +127,9 @@ async fn local_flow(backend: Backend) {
     let secret = enrol_during_sign_in(&app, &b, &page).await;
     assert_eq!(user_sessions(&app, "rad").await, 1);
 
-    // Next sign-in: the TOTP step; a code is accepted once.
-    let code = current_code(&secret).unwrap();
+    // Next sign-in: the TOTP step; a code is accepted once (a later step
+    // than the one consumed by enrolment).
+    let code = next_code(&secret).unwrap();
     let step = |b: reqwest::Client, code: String| {
         let app = &app;
         async move {

@@ -2,7 +2,7 @@
 //! and account lockout after repeated failures.
 
 use crate::helpers::{hidden_field, TestApp};
-use server::services::totp::current_code;
+use server::services::totp::{current_code, next_code};
 
 fn between<'a>(html: &'a str, start: &str, end: &str) -> Vec<&'a str> {
     html.split(start)
@@ -67,7 +67,8 @@ async fn totp_flow(app: &TestApp) {
         .first()
         .map(|s| (*s).to_owned())
         .unwrap_or(secret);
-    let code = current_code(&secret).unwrap();
+    let enrol_code = current_code(&secret).unwrap();
+    let code = enrol_code.clone();
     let res = b
         .post(app.url("/account/totp"))
         .form(&[("csrf", csrf.as_str()), ("code", code.as_str())])
@@ -101,7 +102,16 @@ async fn totp_flow(app: &TestApp) {
         .unwrap();
     assert_eq!(res.status(), 401);
     let csrf = hidden_field(&res.text().await.unwrap(), "csrf");
-    let code = current_code(&secret).unwrap();
+    // The code that confirmed enrolment was consumed with its time step.
+    let res = b
+        .post(app.url("/login/totp"))
+        .form(&[("csrf", csrf.as_str()), ("code", enrol_code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "enrolment code replayed");
+    let csrf = hidden_field(&res.text().await.unwrap(), "csrf");
+    let code = next_code(&secret).unwrap();
     let res = b
         .post(app.url("/login/totp"))
         .form(&[("csrf", csrf.as_str()), ("code", code.as_str())])

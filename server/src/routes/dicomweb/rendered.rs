@@ -642,14 +642,13 @@ async fn render_many(
                     tracing::error!(error = ?e, "rendering a part of a rendered series or study");
                     std::io::Error::other("rendering failed")
                 })?;
-            let header = multipart::part_header(&b, format.media(), Some(&location));
-            let mut buf = bytes::BytesMut::with_capacity(data.len() + header.len() + 2);
-            if i > 0 {
-                buf.extend_from_slice(b"\r\n");
-            }
-            buf.extend_from_slice(&header);
-            buf.extend_from_slice(&data);
-            Ok::<Bytes, std::io::Error>(buf.freeze())
+            Ok::<Bytes, std::io::Error>(multipart::part(
+                &b,
+                format.media(),
+                Some(&location),
+                i == 0,
+                &data,
+            ))
         }
     });
     let closing = futures::stream::once(async move { Ok(multipart::closing(&boundary)) });

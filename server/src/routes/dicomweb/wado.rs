@@ -13,7 +13,7 @@ use crate::services::dicomweb::wado::{
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use mado_core::{SeriesUid, SopInstanceUid};
 
@@ -167,14 +167,7 @@ async fn retrieve(
                 "application/dicom; transfer-syntax={}",
                 r.transfer_syntax_uid
             );
-            let header = multipart::part_header(&b, &ct, None);
-            let mut buf = BytesMut::with_capacity(data.len() + header.len() + 2);
-            if i > 0 {
-                buf.extend_from_slice(b"\r\n");
-            }
-            buf.extend_from_slice(&header);
-            buf.extend_from_slice(&data);
-            Ok::<Bytes, std::io::Error>(buf.freeze())
+            Ok::<Bytes, std::io::Error>(multipart::part(&b, &ct, None, i == 0, &data))
         }
     });
     let closing = futures::stream::once(async move { Ok(multipart::closing(&boundary)) });

@@ -30,6 +30,25 @@ pub fn part_header(boundary: &str, content_type: &str, location: Option<&str>) -
     Bytes::from(s)
 }
 
+/// One whole part (delimiter, headers, body), preceded by the CRLF that
+/// ends the previous part unless it is the `first`.
+pub fn part(
+    boundary: &str,
+    content_type: &str,
+    location: Option<&str>,
+    first: bool,
+    data: &[u8],
+) -> Bytes {
+    let header = part_header(boundary, content_type, location);
+    let mut out = BytesMut::with_capacity(data.len() + header.len() + 2);
+    if !first {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(&header);
+    out.extend_from_slice(data);
+    out.freeze()
+}
+
 /// The closing delimiter (after the last part).
 pub fn closing(boundary: &str) -> Bytes {
     Bytes::from(format!("\r\n--{boundary}--\r\n"))
@@ -39,11 +58,7 @@ pub fn closing(boundary: &str) -> Bytes {
 pub fn encode(boundary: &str, parts: &[(String, Bytes)]) -> Bytes {
     let mut out = BytesMut::new();
     for (i, (ct, data)) in parts.iter().enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(&part_header(boundary, ct, None));
-        out.extend_from_slice(data);
+        out.extend_from_slice(&part(boundary, ct, None, i == 0, data));
     }
     out.extend_from_slice(&closing(boundary));
     out.freeze()
