@@ -456,6 +456,58 @@ mod tests {
         assert!(!verify_password("not a hash", "x"));
     }
 
+    /// Idle and absolute timeouts end a session (and delete its row); a
+    /// request inside both keeps it alive.
+    #[tokio::test]
+    async fn session_idle_and_absolute_timeouts() {
+        let url = crate::config::DatabaseUrl("sqlite::memory:".into());
+        let db = crate::db::connect(&url).await.unwrap();
+        crate::db::migrate(&db).await.unwrap();
+        upsert_user(&db, "sess", "a long password 1", "radiologist")
+            .await
+            .unwrap();
+        let user = users::Entity::find()
+            .filter(users::Column::Username.eq("sess"))
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap();
+        let settings = SessionSettings {
+            idle_minutes: 30,
+            absolute_hours: 12,
+            secure_cookie: true,
+        };
+        let t0 = Utc::now();
+        let at = |mins: i64| t0 + Duration::minutes(mins);
+        // Active every 20 minutes: alive until the absolute limit.
+        let token = create_session(&db, &settings, user.id).await.unwrap();
+        let mut m = 0;
+        while m + 20 < 12 * 60 {
+            m += 20;
+            let s = resolve_session_at(&db, &settings, &token, at(m)).await;
+            assert!(s.unwrap().is_some(), "alive at {m} min");
+        }
+        let s = resolve_session_at(&db, &settings, &token, at(12 * 60 + 1)).await;
+        assert!(s.unwrap().is_none(), "absolute timeout");
+        // Gone for good, even at an earlier time.
+        let s = resolve_session_at(&db, &settings, &token, at(1)).await;
+        assert!(s.unwrap().is_none());
+        // Idle for longer than idle_minutes: ended.
+        let token = create_session(&db, &settings, user.id).await.unwrap();
+        assert!(resolve_session_at(&db, &settings, &token, at(29))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(resolve_session_at(&db, &settings, &token, at(29 + 31))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(resolve_session(&db, &settings, &token)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
     #[test]
     fn tokens() {
         let t = random_token(32);
