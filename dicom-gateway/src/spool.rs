@@ -410,11 +410,94 @@ impl Incoming {
                 )));
             }
         }
+        check_structure(&self.tmp, self.header_len, self.written, ts_uid)?;
         // fdatasync: contents and size; the rename is made durable by the
         // committer's directory fsync
         self.file.sync_data()?;
         Ok(())
     }
+}
+
+/// Walk every element header of the data set in `path` (from byte `start`,
+/// `len` bytes), seeking over values instead of reading them, so that a
+/// data set cut short, or with an element or item running past its end or
+/// an undefined-length sequence never closed, is refused before it is
+/// acknowledged. Deflated data sets were parsed whole by `validate_head`;
+/// an undefined-length UN element (an implicit-VR sequence inside explicit
+/// VR, CP-246) ends the walk as accepted.
+fn check_structure(path: &Path, start: u64, len: u64, ts_uid: &str) -> Result<(), SpoolError> {
+    use dicom_core::header::{HasLength, Header};
+    use dicom_core::VR;
+    use dicom_encoding::transfer_syntax::Codec;
+    use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
+    let ts = TransferSyntaxRegistry
+        .get(ts_uid)
+        .filter(|ts| !ts.is_unsupported())
+        .ok_or_else(|| SpoolError::UnsupportedTransferSyntax(ts_uid.to_string()))?;
+    if matches!(ts.codec(), Codec::Dataset(_)) {
+        return Ok(());
+    }
+    let cut =
+        |what: &str| SpoolError::Unreadable(format!("data set truncated or malformed: {what}"));
+    let mut f = File::open(path)?;
+    f.seek(io::SeekFrom::Start(start))?;
+    let end = start + len;
+    let reader = io::BufReader::with_capacity(16 * 1024, f);
+    let mut dec = StatefulDecoder::new_with_ts(reader, ts, start)
+        .map_err(|e| SpoolError::Unreadable(e.to_string()))?;
+    // `dec.position()` does not move on `seek`: what was sought over is
+    // added here.
+    let mut sought = 0u64;
+    // Undefined-length containers still open; `true` = encapsulated Pixel
+    // Data, whose items are raw fragments.
+    let mut open: Vec<bool> = Vec::new();
+    loop {
+        let pos = dec.position() + sought;
+        if pos >= end {
+            if pos > end {
+                return Err(cut("an element runs past the end"));
+            }
+            break;
+        }
+        let h = dec.decode_header().map_err(|_| cut("element header"))?;
+        let undefined = h.length().is_undefined();
+        let n = u64::from(h.length().0);
+        let skip = |dec: &mut StatefulDecoder<_, _, _, _>, sought: &mut u64| {
+            let to = dec.position() + *sought + n;
+            if to > end {
+                return Err(cut("an element runs past the end"));
+            }
+            dec.seek(to).map_err(|_| cut("seek"))?;
+            *sought += n;
+            Ok(())
+        };
+        if h.is_item() && open.last() == Some(&true) {
+            if undefined {
+                return Err(cut("undefined-length fragment"));
+            }
+            skip(&mut dec, &mut sought)?;
+        } else if h.is_item() {
+            // an item of a sequence: its elements follow
+            if undefined {
+                open.push(false);
+            }
+        } else if h.is_item_delimiter() || h.is_sequence_delimiter() {
+            if open.pop().is_none() {
+                return Err(cut("delimiter without an open sequence or item"));
+            }
+        } else if undefined && h.vr() == VR::UN {
+            return Ok(());
+        } else if undefined {
+            open.push(h.tag() == tags::PIXEL_DATA);
+        } else if h.vr() != VR::SQ {
+            // (a defined-length sequence: its items follow)
+            skip(&mut dec, &mut sought)?;
+        }
+    }
+    if !open.is_empty() {
+        return Err(cut("a sequence or item is never closed"));
+    }
+    Ok(())
 }
 
 impl Drop for Incoming {
@@ -811,6 +894,14 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.dimse_status(), 0xA900, "{e}");
+        // bulk data cut short (inside Pixel Data, or a whole element
+        // missing its value) is refused before the acknowledgement
+        for cut in [1, 4, 10] {
+            let e = stream(&spool, &ds[..ds.len() - cut], 100, &expected("1.2.3.4"))
+                .await
+                .unwrap_err();
+            assert_eq!(e.dimse_status(), 0xC000, "cut {cut}: {e}");
+        }
         // a dropped (aborted) instance leaves nothing either
         let mut inc = spool.begin(&expected("1.2.3.4")).unwrap();
         inc.write(&ds[..10]).unwrap();
@@ -846,6 +937,49 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.dimse_status(), 0xA900, "{e}");
+        // Pixel Data of 300 KB (beyond the head) cut short, and an
+        // encapsulated one whose sequence is never closed: refused by the
+        // structure walk before the acknowledgement.
+        let mut big = crate::testutil::sample_dataset("1.2.3.4");
+        big.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::from(vec![7u8; 300_000]),
+        ));
+        let mut raw = Vec::new();
+        big.write_dataset_with_ts(
+            &mut raw,
+            &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+        )
+        .unwrap();
+        stream(&spool, &raw, 65_536, &expected("1.2.3.4"))
+            .await
+            .unwrap();
+        for cut in [1, 4, 1000, 200_000] {
+            let e = stream(
+                &spool,
+                &raw[..raw.len() - cut],
+                65_536,
+                &expected("1.2.3.4"),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(e.dimse_status(), 0xC000, "cut {cut}: {e}");
+        }
+        let mut enc = raw[..raw.len() - 300_000 - 12].to_vec();
+        // (7FE0,0010) OB undefined length, offset table item, one 8-byte
+        // fragment, no sequence delimiter
+        enc.extend_from_slice(b"\xe0\x7f\x10\x00OB\0\0\xff\xff\xff\xff");
+        enc.extend_from_slice(b"\xfe\xff\x00\xe0\0\0\0\0");
+        enc.extend_from_slice(b"\xfe\xff\x00\xe0\x08\0\0\0abcdefgh");
+        let e = stream(&spool, &enc, 65_536, &expected("1.2.3.4"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.dimse_status(), 0xC000, "{e}");
+        enc.extend_from_slice(b"\xfe\xff\xdd\xe0\0\0\0\0");
+        stream(&spool, &enc, 65_536, &expected("1.2.3.4"))
+            .await
+            .unwrap();
     }
 
     #[test]
