@@ -27,10 +27,8 @@ use crate::config::CommitmentConfig;
 use dicom_core::value::{DataSetSequence, PrimitiveValue};
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::{tags, uids};
-use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
 use dicom_ul::Pdu;
 use std::collections::{HashMap, HashSet};
@@ -305,10 +303,7 @@ impl From<&crate::dimse::Command> for ActionCommand {
 
 /// Parse the N-ACTION data set (encoded in `ts_uid`).
 pub fn parse_request(data: &[u8], ts_uid: &str) -> Result<Request, u16> {
-    let ts = TransferSyntaxRegistry
-        .get(ts_uid.trim_end_matches(['\0', ' ']))
-        .filter(|ts| !ts.is_unsupported())
-        .ok_or(STATUS_PROCESSING_FAILURE)?;
+    let ts = crate::scp::readable_transfer_syntax(ts_uid).ok_or(STATUS_PROCESSING_FAILURE)?;
     let obj =
         InMemDicomObject::read_dataset_with_ts(data, ts).map_err(|_| STATUS_INVALID_ARGUMENT)?;
     let text = |o: &InMemDicomObject, tag| {
@@ -458,9 +453,7 @@ impl Report {
     /// Encode `outcome` for a presentation context with transfer syntax `ts_uid`.
     pub fn encode(outcome: Arc<Outcome>, pc_id: u8, ts_uid: &str) -> Result<Self, String> {
         static NEXT_MESSAGE_ID: AtomicU16 = AtomicU16::new(1);
-        let ts = TransferSyntaxRegistry
-            .get(ts_uid.trim_end_matches(['\0', ' ']))
-            .filter(|ts| !ts.is_unsupported())
+        let ts = crate::scp::readable_transfer_syntax(ts_uid)
             .ok_or_else(|| format!("transfer syntax {ts_uid} not supported"))?;
         let mut data = Vec::new();
         outcome

@@ -144,6 +144,16 @@ pub struct Scp {
     commitment: Option<Arc<crate::commitment::Commitment>>,
 }
 
+/// The registry's entry for a negotiated transfer syntax UID (NUL/space
+/// padding trimmed), if it can read it: the same set as
+/// [`transfer_syntaxes`].
+pub fn readable_transfer_syntax(uid: &str) -> Option<&'static dicom_encoding::TransferSyntax> {
+    use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+    TransferSyntaxRegistry
+        .get(uid.trim_end_matches(['\0', ' ']))
+        .filter(|ts| !ts.is_unsupported())
+}
+
 /// Transfer syntaxes we accept: every one the registry can read (data sets
 /// are stored as received, never transcoded).
 pub fn transfer_syntaxes() -> Vec<&'static str> {

@@ -25,9 +25,7 @@
 //! `.tmp` in `incoming/` that start-up removes (never acknowledged).
 
 use dicom_dictionary_std::tags;
-use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -430,9 +428,7 @@ fn check_structure(path: &Path, start: u64, len: u64, ts_uid: &str) -> Result<()
     use dicom_core::VR;
     use dicom_encoding::transfer_syntax::Codec;
     use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
-    let ts = TransferSyntaxRegistry
-        .get(ts_uid)
-        .filter(|ts| !ts.is_unsupported())
+    let ts = crate::scp::readable_transfer_syntax(ts_uid)
         .ok_or_else(|| SpoolError::UnsupportedTransferSyntax(ts_uid.to_string()))?;
     if matches!(ts.codec(), Codec::Dataset(_)) {
         return Ok(());
@@ -583,9 +579,7 @@ fn validate_head(
 ) -> Result<bool, SpoolError> {
     use dicom_encoding::transfer_syntax::Codec;
     use dicom_parser::dataset::{DataSetReader, DataToken};
-    let ts = TransferSyntaxRegistry
-        .get(ts_uid)
-        .filter(|ts| !ts.is_unsupported())
+    let ts = crate::scp::readable_transfer_syntax(ts_uid)
         .ok_or_else(|| SpoolError::UnsupportedTransferSyntax(ts_uid.to_string()))?;
     if matches!(ts.codec(), Codec::Dataset(_)) {
         // a compressed data set (deflate) is only read as a whole
@@ -672,9 +666,7 @@ fn is_spool_id(s: &str) -> bool {
 
 /// Parse the data set and compare it with the command.
 fn validate(dataset: &[u8], ts_uid: &str, expected: &Expected<'_>) -> Result<(), SpoolError> {
-    let ts = TransferSyntaxRegistry
-        .get(ts_uid)
-        .filter(|ts| !ts.is_unsupported())
+    let ts = crate::scp::readable_transfer_syntax(ts_uid)
         .ok_or_else(|| SpoolError::UnsupportedTransferSyntax(ts_uid.to_string()))?;
     let obj = InMemDicomObject::read_dataset_with_ts(dataset, ts)
         .map_err(|e| SpoolError::Unreadable(e.to_string()))?;
