@@ -2,6 +2,10 @@
 #   docker build -f infra/server.Dockerfile -t mado-server .
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# native codecs build from source: CharLS (cmake, g++), libjpeg-turbo (cmake, nasm)
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake nasm \
+ && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked -p server --bin mado-server
 

@@ -25,9 +25,14 @@ python3 -c 'import pydicom, requests' 2>/dev/null || pip install -q pydicom requ
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building mado-server (release)"
   cargo build --release -q -p server --bin mado-server
+  cargo build --release -q -p mado-tests --bin mado-httpbench
 fi
 SERVER="$TARGET/release/mado-server"
 [ -x "$SERVER" ] || die "$SERVER missing"
+HTTPBENCH="$TARGET/release/mado-httpbench"
+[ -x "$HTTPBENCH" ] || HTTPBENCH="$TARGET/debug/mado-httpbench"
+HB_ARGS=() # the throughput rows use the compiled client when it is built
+[ -x "$HTTPBENCH" ] && HB_ARGS=(--httpbench "$HTTPBENCH")
 SAMPLES="$TARGET/release/mado-samples"
 [ -x "$SAMPLES" ] || SAMPLES="$TARGET/debug/mado-samples"
 [ -x "$SAMPLES" ] || die "mado-samples not built (cargo build -p mado-tests --bin mado-samples)"
@@ -117,7 +122,7 @@ done
 python3 "$ROOT/scripts/bench_dicomweb.py" \
   --mado "http://127.0.0.1:$MPORT" --orthanc "http://127.0.0.1:$OPORT" \
   --files "$TMP/series" --user bench --password bench-password --token "$TOKEN" \
-  -n "${BENCH_N:-30}"
+  -n "${BENCH_N:-30}" "${HB_ARGS[@]}"
 
 # ------------------------------------------------------------ QIDO at 1M instances
 if [ "${BENCH_QIDO_1M:-1}" != 0 ]; then

@@ -22,19 +22,24 @@ DICOM_PORT=11112
 log() { printf '[demo] %s\n' "$*"; }
 die() { printf '[demo] error: %s\n' "$*" >&2; exit 1; }
 
-# ---------------------------------------------------------------- dcmtk
+# ---------------------------------------------------------------- packages
+# dcmtk's storescu pushes the sample studies; cmake, g++ and nasm build the
+# native codecs (CharLS for JPEG-LS, libjpeg-turbo with its SIMD code).
 STORESCU=""
 for c in /usr/bin/storescu $(command -v -a storescu 2>/dev/null || true); do
   v="$("$c" --version 2>&1 || true)"
   case "$v" in *dcmtk*) STORESCU="$c"; break ;; esac
 done
-if [ -z "$STORESCU" ]; then
-  log "installing dcmtk (storescu)"
+APT=()
+[ -n "$STORESCU" ] || APT+=(dcmtk)
+for tool in cmake g++ nasm; do command -v "$tool" >/dev/null || APT+=("$tool"); done
+if [ "${#APT[@]}" -gt 0 ]; then
+  log "installing ${APT[*]}"
   SUDO=(); [ "$(id -u)" -ne 0 ] && SUDO=(sudo)
   export DEBIAN_FRONTEND=noninteractive
   "${SUDO[@]}" apt-get update -qq
-  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends dcmtk
-  STORESCU=/usr/bin/storescu
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${APT[@]}"
+  [ -n "$STORESCU" ] || STORESCU=/usr/bin/storescu
 fi
 
 # ---------------------------------------------------------------- build

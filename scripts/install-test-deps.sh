@@ -63,6 +63,8 @@ if ! pg_answers && ! have pg_ctlcluster; then APT+=(postgresql); FRESH_PG=1; fi
 # the JPEG-LS codec (dicom-pixeldata feature charls) builds with cmake and a C++ compiler
 have cmake || APT+=(cmake)
 have g++ || APT+=(g++)
+# libjpeg-turbo (rendered JPEG, crate turbojpeg) builds from source: cmake + nasm
+have nasm || APT+=(nasm)
 # the TLS drill makes its CA and certificates with the openssl CLI
 have openssl || APT+=(openssl)
 # Python test peers live in .tools/venv (moto S3 server, dicomweb-client)

@@ -229,6 +229,13 @@ pub struct UploadConfig {
     pub rescan_secs: u64,
     /// Timeout of one registration request, in seconds.
     pub http_timeout_secs: u64,
+    /// Niceness of the upload threads (0 = normal priority, up to 19).
+    #[serde(default = "default_upload_nice")]
+    pub nice: u8,
+}
+
+fn default_upload_nice() -> u8 {
+    10
 }
 
 fn default_true() -> bool {
@@ -434,6 +441,9 @@ impl GatewayConfig {
         }
         if self.upload.http_timeout_secs == 0 {
             return bad("upload.http_timeout_secs", "expected at least 1");
+        }
+        if self.upload.nice > 19 {
+            return bad("upload.nice", "expected 0 to 19");
         }
         Ok(())
     }

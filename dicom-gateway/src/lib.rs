@@ -50,6 +50,8 @@ pub enum GatewayError {
     Http(#[from] reqwest::Error),
     #[error("DICOM TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error("cannot start the upload runtime: {0}")]
+    Runtime(#[from] std::io::Error),
 }
 
 /// A bound, not yet running gateway.
@@ -200,13 +202,17 @@ impl Gateway {
             let ledger = ledger.clone();
             // validate the HTTP client now, before serving
             drop(reqwest::Client::builder().build()?);
-            Some(tokio::spawn(async move {
+            // its own runtime at lower priority: receiving and acknowledging
+            // comes first, the backlog drains in the slack
+            let rt = upload::background_runtime(upload_cfg.nice)?;
+            let task = rt.spawn(async move {
                 let store = upload::Uploader::open_store(&storage, &upload_cfg).await;
                 match upload::Uploader::new(spool, upload_cfg, server, params, store) {
                     Ok(up) => Arc::new(up.with_ledger(ledger)).run(wake_rx).await,
                     Err(e) => tracing::error!(error = %e, "cannot start the upload worker"),
                 }
-            }))
+            });
+            Some((rt, task))
         } else {
             warn!(
                 "upload worker disabled (upload.enabled = false): instances stay in spool/pending"
@@ -236,8 +242,9 @@ impl Gateway {
         .await;
         // Uploads in flight are safe to cut: the spool file stays pending
         // and the next start resumes it (keys and bytes are deterministic).
-        if let Some(t) = upload_task {
-            t.abort();
+        if let Some((rt, task)) = upload_task {
+            task.abort();
+            rt.shutdown_background();
         }
         if let Some(h) = admin {
             h.stop(false).await;

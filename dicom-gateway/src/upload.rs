@@ -173,10 +173,62 @@ fn strip_bulk(obj: &mut InMemDicomObject, depth: usize) {
     }
 }
 
-/// Run `f` on the rayon pool; a panic becomes `None` instead of aborting.
+/// Lower the calling thread's priority to `nice` (Linux: niceness is per
+/// thread). Raising niceness needs no privilege; failure only logs.
+pub fn lower_thread_priority(nice: u8) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), i32::from(nice)) {
+            debug!(error = %e, "cannot lower upload thread priority");
+        }
+    }
+}
+
+/// Niceness of the de-identification pool, set once by [`background_runtime`].
+static DEID_NICE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The rayon pool for de-identification: as many threads as cores, at the
+/// upload niceness, so that CPU work after the acknowledgement never slows
+/// the receive path down.
+fn deid_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let nice = DEID_NICE.load(std::sync::atomic::Ordering::Relaxed);
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("mado-deid-{i}"))
+            .start_handler(move |_| lower_thread_priority(nice))
+            .build()
+            .unwrap_or_else(|_| {
+                // cannot spawn threads: fall back to one without priority change
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .expect("a one-thread rayon pool")
+            })
+    })
+}
+
+/// The runtime the upload worker runs on: its own threads (workers and
+/// blocking pool) at `nice`, apart from the SCP's runtime.
+pub fn background_runtime(nice: u8) -> std::io::Result<tokio::runtime::Runtime> {
+    DEID_NICE.store(nice, std::sync::atomic::Ordering::Relaxed);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mado-upload")
+        .on_thread_start(move || lower_thread_priority(nice))
+        .enable_all()
+        .build()
+}
+
+/// Run `f` on the de-identification pool; a panic becomes `None` instead
+/// of aborting.
 async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    rayon::spawn(move || {
+    deid_pool().spawn(move || {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         let _ = tx.send(r.ok());
     });
@@ -708,6 +760,7 @@ mod tests {
             retry_max_ms: 20,
             rescan_secs: 1,
             http_timeout_secs: 5,
+            nice: 0,
         };
         let server = ServerConfig {
             url: url.to_string(),

@@ -8,6 +8,11 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Large, short-lived buffers (DICOM files, decoded frames) are reused
+/// instead of mapped and faulted in on every request.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "mado-server",

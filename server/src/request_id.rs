@@ -9,10 +9,11 @@
 //! The span records the matched route pattern, never the concrete path, the
 //! query string, cookies or other headers.
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::ResponseError;
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -37,8 +38,8 @@ fn well_formed(id: &str) -> bool {
 /// Middleware (use with `actix_web::middleware::from_fn`).
 pub async fn middleware(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let id = req
         .headers()
         .get(HEADER)
@@ -55,7 +56,18 @@ pub async fn middleware(
     );
     let started = Instant::now();
     let result = REQUEST_ID
-        .scope(id.clone(), next.call(req))
+        .scope(id.clone(), async move {
+            let res = next.call(req).await?;
+            // An allowed study access is audited while the handler runs:
+            // nothing leaves before its row is committed.
+            match crate::access::settle_audit(res.request()).await {
+                Ok(()) => Ok(res.map_into_boxed_body()),
+                Err(e) => {
+                    let (req, _) = res.into_parts();
+                    Ok(ServiceResponse::new(req, e.error_response()))
+                }
+            }
+        })
         .instrument(span.clone())
         .await;
     let _enter = span.enter();

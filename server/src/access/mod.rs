@@ -10,7 +10,10 @@
 //! that take `&StudyAccess<_>` cannot be reached without the check either.
 //!
 //! Every decision, allowed or not, is appended to the audit trail; if that
-//! write fails the request fails (500): fail closed.
+//! write fails the request fails (500): fail closed. A denial is written
+//! before the answer; an allowed access is written concurrently with the
+//! handler's work ([`PendingAudit`]) and the request middleware holds the
+//! response back until the row is committed.
 //!
 //! Listings (worklist, QIDO) never filter afterwards: they call
 //! [`visible_studies`] to get a SQL condition for the caller.
@@ -35,7 +38,7 @@ use crate::services::grants::permissions_allowing;
 use crate::services::shares;
 use crate::state::AppState;
 use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use chrono::Utc;
 use futures::future::LocalBoxFuture;
 use mado_core::StudyUid;
@@ -289,6 +292,29 @@ pub async fn resolve_principal(req: &HttpRequest) -> Result<Option<Principal>, A
     Ok(None)
 }
 
+/// The audit row of an allowed study access, being committed while the
+/// handler runs. [`settle_audit`] (called by the request middleware around
+/// every handler) awaits it: a response is released only once its audit row
+/// is durable, and replaced by a 500 if the write failed.
+pub struct PendingAudit(tokio::task::JoinHandle<Result<i64, crate::services::audit::AuditError>>);
+
+/// Await the audit row of this request, if an access check left one.
+pub async fn settle_audit(req: &HttpRequest) -> Result<(), ApiError> {
+    let pending = req.extensions_mut().remove::<PendingAudit>();
+    let Some(PendingAudit(handle)) = pending else {
+        return Ok(());
+    };
+    match handle.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(ApiError::Unexpected(
+            anyhow::Error::new(e).context("audit trail"),
+        )),
+        Err(e) => Err(ApiError::Unexpected(
+            anyhow::Error::new(e).context("audit trail writer"),
+        )),
+    }
+}
+
 impl<P: Permission + 'static> FromRequest for StudyAccess<P> {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
@@ -320,11 +346,19 @@ impl<P: Permission + 'static> FromRequest for StudyAccess<P> {
                 .study(study.as_ref().map(StudyUid::as_str))
                 .outcome(outcome)
                 .request(&req);
-            state
-                .audit
-                .record(&state.db, event)
-                .await
-                .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
+            if let (Some(_), Some(_)) = (&decision, &principal) {
+                // Allowed: the audit row is committed while the handler
+                // works; the request middleware awaits it before any byte
+                // of the response leaves (fail closed, see PendingAudit).
+                let st = state.clone();
+                let handle =
+                    actix_web::rt::spawn(async move { st.audit.record(&st.db, event).await });
+                req.extensions_mut().insert(PendingAudit(handle));
+            } else {
+                state.audit.record(&state.db, event).await.map_err(|e| {
+                    ApiError::Unexpected(anyhow::Error::new(e).context("audit trail"))
+                })?;
+            }
             let Some(principal) = principal else {
                 // 401, or for a browser's HTML GET a redirect to /login?next=.
                 return Err(ApiError::unauthenticated(&req));

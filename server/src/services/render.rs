@@ -8,6 +8,7 @@
 //! passed through. Everything here is synchronous and CPU-bound: call it
 //! through [`crate::services::cpu::run`].
 
+use dicom_core::PrimitiveValue;
 use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::OpenFileOptions;
@@ -328,18 +329,72 @@ pub fn decode_frame(bytes: &[u8], frame: u32) -> Result<DecodedFrame, RenderErro
 /// 65536 values (see `DecodedFrame::Gray::ints`).
 fn int_index(values: &[f32], range: (f32, f32)) -> Option<(i32, Vec<u16>)> {
     let (lo, hi) = range;
-    if !lo.is_finite() || !hi.is_finite() || lo.fract() != 0.0 || hi - lo > 65535.0 {
+    // `x as i32 as f32 == x`: integral (no `fract`, which is a libm call
+    // per pixel on baseline x86-64); false for NaN and infinities.
+    let integral = |x: f32| x.abs() < 16_777_216.0 && (x as i32) as f32 == x;
+    if !integral(lo) || !integral(hi) || hi - lo > 65535.0 {
         return None;
     }
     let mut out = Vec::with_capacity(values.len());
     for &v in values {
-        if v.fract() != 0.0 {
-            // Also NaN and infinities.
+        if !integral(v) {
             return None;
         }
         out.push((v - lo) as u16);
     }
     Some((lo as i32, out))
+}
+
+/// The integer index of stored values `raw` (little-endian, `bytes_per`
+/// 1 or 2) under an integral rescale, computed without floats: the usual
+/// CT/MR case. `None` when the rescaled range exceeds 65536 values.
+fn int_index_stored<I>(
+    samples: I,
+    stored: u32,
+    signed: bool,
+    slope: i64,
+    intercept: i64,
+) -> Option<(i32, i32, Vec<u16>)>
+where
+    I: Iterator<Item = u32> + Clone,
+{
+    let stored = stored.clamp(1, 16);
+    let mask: u32 = (1u32 << stored) - 1;
+    let shift = 32 - stored;
+    // the stored value of one sample, as i32 (fits: at most 16 bits)
+    let value = move |v: u32| -> i32 {
+        let v = v & mask;
+        if signed {
+            (v << shift) as i32 >> shift
+        } else {
+            v as i32
+        }
+    };
+    let (xmin, xmax) = samples
+        .clone()
+        .map(value)
+        .fold((i32::MAX, i32::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    if xmin > xmax {
+        return None;
+    }
+    let (a, b) = (
+        i64::from(xmin) * slope + intercept,
+        i64::from(xmax) * slope + intercept,
+    );
+    let (lo, hi) = (a.min(b), a.max(b));
+    if hi - lo > 65535 || lo < i64::from(i32::MIN) || hi > i64::from(i32::MAX) {
+        return None;
+    }
+    let out = if slope == 1 {
+        // the usual case (CT 1/-1024, MR 1/0): index = stored - min
+        samples.map(|v| (value(v) - xmin) as u16).collect()
+    } else {
+        let offset = intercept - lo;
+        samples
+            .map(|v| (i64::from(value(v)) * slope + offset) as u16)
+            .collect()
+    };
+    Some((lo as i32, hi as i32, out))
 }
 
 /// A grayscale frame, with the integer index when it applies (then the
@@ -427,11 +482,54 @@ fn native_grayscale(
     if pixel.value().fragments().is_some() {
         return None;
     }
-    let data = pixel.to_bytes().ok()?;
     let n = rows * cols;
     let bytes_per = (allocated / 8) as usize;
-    let start = frame as usize * n * bytes_per;
-    let raw = data.get(start..start + n * bytes_per)?;
+    let first = frame as usize * n;
+    // the frame's samples: the 16-bit words as parsed (OW), else the bytes
+    let words: Option<&[u16]> = match (bytes_per, pixel.value().primitive()) {
+        (2, Some(PrimitiveValue::U16(w))) => Some(w.get(first..first + n)?),
+        _ => None,
+    };
+    let bytes = match words {
+        Some(_) => None,
+        None => Some(pixel.to_bytes().ok()?),
+    };
+    let raw: &[u8] = match &bytes {
+        Some(b) => b.get(first * bytes_per..(first + n) * bytes_per)?,
+        None => &[],
+    };
+    let le16 = |b: &[u8]| u32::from(u16::from_le_bytes([b[0], b[1]]));
+    let window = first_f64(obj, tags::WINDOW_CENTER)
+        .zip(first_f64(obj, tags::WINDOW_WIDTH))
+        .filter(|(c, w)| c.is_finite() && w.is_finite() && *w >= 1.0);
+    // integral rescale (CT's 1 / -1024, or none): the index straight from
+    // the stored values, no float per pixel
+    if stored <= 16
+        && slope.fract() == 0.0
+        && intercept.fract() == 0.0
+        && slope.abs() <= 65536.0
+        && intercept.abs() <= 1e9
+    {
+        let (s, i) = (slope as i64, intercept as i64);
+        let index = match words {
+            Some(w) => int_index_stored(w.iter().map(|&x| u32::from(x)), stored, signed, s, i),
+            None if bytes_per == 2 => {
+                int_index_stored(raw.chunks_exact(2).map(le16), stored, signed, s, i)
+            }
+            None => int_index_stored(raw.iter().map(|&b| u32::from(b)), stored, signed, s, i),
+        };
+        if let Some((lo, hi, idx)) = index {
+            return Some(DecodedFrame::Gray {
+                width: cols as u32,
+                height: rows as u32,
+                values: Vec::new(),
+                ints: Some((lo, idx)),
+                window,
+                range: (lo as f32, hi as f32),
+                invert,
+            });
+        }
+    }
     let shift = 32 - stored;
     let mask: u32 = if stored >= 32 {
         u32::MAX
@@ -448,16 +546,11 @@ fn native_grayscale(
         };
         x * slope + intercept
     };
-    let values: Vec<f32> = if bytes_per == 2 {
-        raw.chunks_exact(2)
-            .map(|b| convert(u32::from(u16::from_le_bytes([b[0], b[1]]))))
-            .collect()
-    } else {
-        raw.iter().map(|b| convert(u32::from(*b))).collect()
+    let values: Vec<f32> = match words {
+        Some(w) => w.iter().map(|&x| convert(u32::from(x))).collect(),
+        None if bytes_per == 2 => raw.chunks_exact(2).map(|b| convert(le16(b))).collect(),
+        None => raw.iter().map(|b| convert(u32::from(*b))).collect(),
     };
-    let window = first_f64(obj, tags::WINDOW_CENTER)
-        .zip(first_f64(obj, tags::WINDOW_WIDTH))
-        .filter(|(c, w)| c.is_finite() && w.is_finite() && *w >= 1.0);
     let range = values
         .iter()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
@@ -710,22 +803,43 @@ pub fn crop(img: &Image8, x: u32, y: u32, w: u32, h: u32) -> Image8 {
     }
 }
 
-/// Encode as baseline JPEG (`quality` 1..=100).
+/// Encode as baseline JPEG (`quality` 1..=100) with libjpeg-turbo (SIMD):
+/// grayscale as one component, RGB without chroma subsampling (thin
+/// coloured annotations stay legible). One compressor per rayon thread.
 pub fn encode_jpeg(img: &Image8, quality: u8) -> Result<Vec<u8>, RenderError> {
-    let (w, h) = (
-        u16::try_from(img.width).map_err(|_| RenderError::Encode("image too wide".into()))?,
-        u16::try_from(img.height).map_err(|_| RenderError::Encode("image too tall".into()))?,
-    );
-    let mut out = Vec::with_capacity(img.pixels.len() / 4 + 1024);
-    let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
-    let ct = if img.channels == 3 {
-        jpeg_encoder::ColorType::Rgb
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<turbojpeg::Compressor>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let (format, subsamp) = if img.channels == 3 {
+        (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::None)
     } else {
-        jpeg_encoder::ColorType::Luma
+        (turbojpeg::PixelFormat::GRAY, turbojpeg::Subsamp::Gray)
     };
-    enc.encode(&img.pixels, w, h, ct)
-        .map_err(|e| RenderError::Encode(e.to_string()))?;
-    Ok(out)
+    let (width, height) = (img.width as usize, img.height as usize);
+    let pitch = width * usize::from(img.channels);
+    if width == 0 || height == 0 || img.pixels.len() != pitch * height {
+        return Err(RenderError::Encode("buffer size mismatch".into()));
+    }
+    let enc = |e: turbojpeg::Error| RenderError::Encode(e.to_string());
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let c = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(turbojpeg::Compressor::new().map_err(enc)?),
+        };
+        c.set_quality(i32::from(quality.clamp(1, 100)))
+            .map_err(enc)?;
+        c.set_subsamp(subsamp).map_err(enc)?;
+        let image = turbojpeg::Image {
+            pixels: img.pixels.as_slice(),
+            width,
+            pitch,
+            height,
+            format,
+        };
+        c.compress_to_vec(image).map_err(enc)
+    })
 }
 
 /// Encode as lossless WebP.
@@ -760,6 +874,52 @@ mod tests {
         let w1 = LinearWindow::new(10.0, 1.0);
         assert_eq!(w1.apply(9.0), 0);
         assert_eq!(w1.apply(10.0), 255);
+    }
+
+    #[test]
+    fn stored_integer_index_matches_float_conversion() {
+        // 12 of 16 bits stored, signed and unsigned, CT-like and odd rescales
+        let stored_bits = 12u32;
+        let words: Vec<u16> = (0..4096u32)
+            .map(|i| ((i * 37) % 4096) as u16 | 0xF000)
+            .collect();
+        let raw: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        for signed in [false, true] {
+            for (slope, intercept) in [(1i64, -1024i64), (2, 0), (-1, 100), (1, 0)] {
+                let samples = raw
+                    .chunks_exact(2)
+                    .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])));
+                let (lo, hi, idx) =
+                    int_index_stored(samples, stored_bits, signed, slope, intercept).unwrap();
+                let floats: Vec<f32> = words
+                    .iter()
+                    .map(|&w| {
+                        let v = u32::from(w) & 0x0FFF;
+                        let x = if signed {
+                            ((v << 20) as i32 >> 20) as f32
+                        } else {
+                            v as f32
+                        };
+                        x * slope as f32 + intercept as f32
+                    })
+                    .collect();
+                let range = floats
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
+                        (a.min(*v), b.max(*v))
+                    });
+                assert_eq!(
+                    (lo as f32, hi as f32),
+                    range,
+                    "signed={signed} {slope}/{intercept}"
+                );
+                let (flo, fidx) = int_index(&floats, range).unwrap();
+                assert_eq!((lo, &idx), (flo, &fidx));
+            }
+        }
+        // a rescaled range wider than 65536 values has no index
+        let samples = words.iter().map(|&w| u32::from(w));
+        assert!(int_index_stored(samples, 12, false, 100, 0).is_none());
     }
 
     #[test]

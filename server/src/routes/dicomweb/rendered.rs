@@ -1,13 +1,15 @@
 //! Rendered images, thumbnails and deep-zoom tiles (PS3.18 §10.4.1.1.3,
 //! 9.5.1.2.1), and rendered series and studies (multipart/related of
-//! rendered frames, PS3.18 §10.4). Decoded frames are kept in a
-//! byte-bounded LRU so that re-windowing and scrolling back never decode
-//! twice.
+//! rendered frames, PS3.18 §10.4). Frames that are costly to decode
+//! (compressed, large) are kept in a byte-bounded LRU so that re-windowing,
+//! tiles and scrolling back never decode them twice; an uncompressed slice
+//! decodes in less time than caching it costs and is not kept
+//! ([`CHEAP_DECODE`]). Encoded answers are kept by ETag.
 //!
 //! Series read-ahead: rendering slice k of a series schedules the next
 //! [`READ_AHEAD`] slices (same parameters, same media type) on the rayon
 //! pool — at most [`READ_AHEAD_JOBS`] at a time, skipped when busy — into
-//! the decoded-frame and encoded caches, so a client scrolling through a
+//! the encoded cache, so a client scrolling through a
 //! stack finds them ready. Concurrent requests for the same frame or the
 //! same answer (a request and a read-ahead job) share one computation
 //! (single flight). Read-ahead runs only after the request passed its own
@@ -119,6 +121,10 @@ impl<K: Eq + Hash + Clone, V: Clone> Flights<K, V> {
 }
 
 type FrameKey = (String, u32);
+
+/// Frames that decode faster than this are not kept in [`DECODED`].
+const CHEAP_DECODE: Duration = Duration::from_millis(2);
+
 static DECODING: LazyLock<Flights<FrameKey, Result<Arc<DecodedFrame>, Shared>>> =
     LazyLock::new(Flights::new);
 static ENCODING: LazyLock<Flights<String, Result<Bytes, Shared>>> = LazyLock::new(Flights::new);
@@ -325,12 +331,21 @@ async fn decoded_shared(
                 .get(&key)
                 .await
                 .map_err(|e| Shared::Store(e.to_string().into()))?;
-            let d = cpu::run(move || decode_frame(&bytes, frame))
-                .await
-                .map_err(|e| Shared::Cpu(e.to_string().into()))?
-                .map_err(|e| Shared::Render(Arc::new(e)))?;
-            let d = Arc::new(d);
-            DECODED.insert(ck, d.clone());
+            let (d, took) = cpu::run(move || {
+                let started = Instant::now();
+                (decode_frame(&bytes, frame), started.elapsed())
+            })
+            .await
+            .map_err(|e| Shared::Cpu(e.to_string().into()))?;
+            let d = Arc::new(d.map_err(|e| Shared::Render(Arc::new(e)))?);
+            // Only frames that are costly to decode again are kept
+            // (compressed, large: tiles and window drags reuse them). An
+            // uncompressed slice decodes in a fraction of a millisecond,
+            // less than keeping it costs: a cached frame is fresh memory
+            // (page faults) and would push the costly ones out of the LRU.
+            if took >= CHEAP_DECODE {
+                DECODED.insert(ck, d.clone());
+            }
             Ok(d)
         })
         .await
