@@ -5,6 +5,9 @@
 # Bench script, not a test. Prints one table.
 #
 #   BENCH_SLICES=N        slices of the CT series (default 300)
+#   BENCH_ROUNDS=N        runs per row, the median is printed (default 3:
+#                         a 300-instance push lasts well under a second
+#                         here, so one run is at the mercy of the machine)
 #   BENCH_SKIP_BUILD=1    use the release binaries as they are
 #   BENCH_SKIP_E2E=1      receive rows only (no de-identification + upload rows)
 #   BENCH_DIR=DIR         where to put spools/stores (default: mktemp under /tmp;
@@ -119,7 +122,14 @@ push() {
 }
 
 declare -A RESULT
-record() { RESULT["$1"]=$ELAPSED; log "$(printf '%-12s %s assoc: %6.3f s  %7.1f inst/s' "$2" "$3" "$ELAPSED" "$(awk -v e="$ELAPSED" -v n="$N" 'BEGIN{print n/e}')")"; }
+declare -A RUNS
+ROUNDS="${BENCH_ROUNDS:-3}"
+# record KEY LABEL NASSOC: keep this run's time; RESULT[KEY] = median so far
+record() {
+  RUNS["$1"]="${RUNS["$1"]:-} $ELAPSED"
+  RESULT["$1"]=$(printf '%s\n' ${RUNS["$1"]} | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+  log "$(printf '%-12s %s assoc: %6.3f s  %7.1f inst/s' "$2" "$3" "$ELAPSED" "$(awk -v e="$ELAPSED" -v n="$N" 'BEGIN{print n/e}')")"
+}
 
 # ------------------------------------------------------------ storescp
 run_storescp() { # nassoc
@@ -159,7 +169,7 @@ EOF
 storage_toml() { # name → the [storage] table of run `name`
   if [ "$S3_MODE" = moto ]; then
     printf '[storage]\nkind = "s3"\nendpoint = "http://127.0.0.1:%s"\nregion = "us-east-1"\nbucket = "%s"\npath_style = true\ncreate_bucket = true\n' \
-      "$MOTO_PORT" "$(echo "$1" | tr -c 'a-z0-9\n' '-')"
+      "$MOTO_PORT" "$(echo "$1-r${round:-1}" | tr -c 'a-z0-9\n' '-')"
   else
     printf '[storage]\nkind = "local"\npath = "%s"\n' "$TMP/$1/objects"
   fi
@@ -247,7 +257,7 @@ EOF
   done
   t_end=$(now)
   if [ "$S3_MODE" = moto ]; then
-    objs=$("$ROOT/.tools/venv/bin/python" - "$MOTO_PORT" "$(echo "e2e-$1" | tr -c 'a-z0-9\n' '-')" <<'PY'
+    objs=$("$ROOT/.tools/venv/bin/python" - "$MOTO_PORT" "$(echo "e2e-$1-r${round:-1}" | tr -c 'a-z0-9\n' '-')" <<'PY'
 import sys, boto3
 s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", region_name="us-east-1",
                   aws_access_key_id="bench", aws_secret_access_key="bench-secret")
@@ -261,7 +271,9 @@ PY
     objs=$(find "$TMP/e2e-$1/objects" -name '*.dcm' 2>/dev/null | wc -l)
   fi
   [ "$objs" -ge "$N" ] || die "only $objs of $N objects reached the store"
-  RESULT["drain-$1"]=$(awk -v a="$PUSH_END" -v b="$t_end" 'BEGIN { printf "%.3f", b - a }')
+  ELAPSED=$(awk -v a="$PUSH_END" -v b="$t_end" 'BEGIN { printf "%.3f", b - a }')
+  RUNS["drain-$1"]="${RUNS["drain-$1"]:-} $ELAPSED"
+  RESULT["drain-$1"]=$(printf '%s\n' ${RUNS["drain-$1"]} | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
   stop_pid "$GW_PID"; [ -n "${spid:-}" ] && stop_pid "$spid"
   rm -rf "$TMP/e2e-$1" "$sdir"
 }
@@ -273,17 +285,22 @@ if [ "$S3_MODE" = moto ] && [ "${BENCH_SKIP_E2E:-0}" != 1 ]; then
   wait_port "$MOTO_PORT" 60 || die "moto_server did not start (see $TMP/moto.log)"
 fi
 
-for n in 1 4; do
-  run_storescp "$n"
-  run_orthanc "$n"
-  run_gateway "$n"
-  [ "${BENCH_SKIP_E2E:-0}" = 1 ] || run_gateway_e2e "$n"
+# rounds interleave the SCPs, so that a slow moment of the machine hits
+# every row alike
+for ((round = 1; round <= ROUNDS; round++)); do
+  log "round $round of $ROUNDS"
+  for n in 1 4; do
+    run_storescp "$n"
+    run_orthanc "$n"
+    run_gateway "$n"
+    [ "${BENCH_SKIP_E2E:-0}" = 1 ] || run_gateway_e2e "$n"
+  done
 done
 
 # ------------------------------------------------------------ table
 MB=$(awk -v b="$BYTES" 'BEGIN { printf "%.1f", b / 1e6 }')
-printf '\n%s instances (%s MB) of 512x512 16-bit CT; dd conv=fdatasync: %s MB/s; %s; load average %s; e2e store: %s\n' \
-  "$N" "$MB" "$DD_MBS" "$(nproc) cores" "$(cut -d' ' -f1-3 /proc/loadavg)" "$S3_MODE"
+printf '\n%s instances (%s MB) of 512x512 16-bit CT; dd conv=fdatasync: %s MB/s; %s; load average %s; e2e store: %s; median of %s rounds\n' \
+  "$N" "$MB" "$DD_MBS" "$(nproc) cores" "$(cut -d' ' -f1-3 /proc/loadavg)" "$S3_MODE" "$ROUNDS"
 printf '%-13s %5s %8s %9s %8s %10s %11s %8s %9s\n' scp assoc "time s" "inst/s" "MB/s" "vs orthanc" "vs storescp" "% of dd" "drain s"
 for n in 1 4; do
   for name in storescp orthanc gateway e2e; do

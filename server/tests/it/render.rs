@@ -1,5 +1,6 @@
 use crate::dicom::{ct_slice, Options};
 use crate::helpers::{put_object, registration, TestApp, Uids};
+use sea_orm::ConnectionTrait;
 use server::services::render::render_frame;
 
 fn decode_png(bytes: &[u8]) -> (png::OutputInfo, Vec<u8>) {
@@ -119,6 +120,42 @@ async fn rendered_png(app: &TestApp) {
     assert_eq!(res.status(), 500);
     let p: serde_json::Value = res.json().await.unwrap();
     assert!(p.get("detail").is_none(), "{p}");
+
+    // Fail closed: an allowed access whose audit row cannot be written is
+    // a 500 even though the image was rendered meanwhile (the middleware
+    // holds the response until the row is committed).
+    let dicomweb = "/dicomweb/studies/2.25.600/series/2.25.601/instances/2.25.602/rendered";
+    let ok = browser
+        .get(app.url(dicomweb))
+        .header("accept", "image/jpeg")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    app.db
+        .execute_unprepared("ALTER TABLE audit_events RENAME TO audit_events_away")
+        .await
+        .unwrap();
+    let res = browser
+        .get(app.url(&format!("{dicomweb}?quality=77")))
+        .header("accept", "image/jpeg")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 500);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert!(res.headers().get("etag").is_none());
+    app.db
+        .execute_unprepared("ALTER TABLE audit_events_away RENAME TO audit_events")
+        .await
+        .unwrap();
+    let res = browser
+        .get(app.url(dicomweb))
+        .header("accept", "image/jpeg")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
 }
 
 crate::both_backends!(png_of_ct, crate::render::rendered_png);
