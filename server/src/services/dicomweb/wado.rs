@@ -313,9 +313,27 @@ fn split_fragments(
         return Ok(fragments.to_vec());
     }
     if offsets.len() != n {
-        return Err(FrameError::Unsupported(
-            "multi-fragment frames without a basic offset table".into(),
-        ));
+        // No usable offset table: a frame begins with the fragment that
+        // starts a codestream (JPEG / JPEG-LS SOI, JPEG 2000 SOC + SIZ, a
+        // JP2 signature box); the fragments after it continue that frame.
+        let starts = |f: &[u8]| {
+            f.starts_with(&[0xFF, 0xD8])
+                || f.starts_with(&[0xFF, 0x4F, 0xFF, 0x51])
+                || f.starts_with(&[0, 0, 0, 0x0C, b'j', b'P', b' ', b' '])
+        };
+        let mut frames: Vec<Vec<u8>> = Vec::with_capacity(n);
+        for f in fragments {
+            match frames.last_mut() {
+                Some(cur) if !starts(f) => cur.extend_from_slice(f),
+                _ => frames.push(f.clone()),
+            }
+        }
+        if frames.len() != n {
+            return Err(FrameError::Unsupported(
+                "multi-fragment frames without a basic offset table".into(),
+            ));
+        }
+        return Ok(frames);
     }
     // Byte position of each fragment item relative to the first one.
     let mut pos = Vec::with_capacity(fragments.len());
@@ -350,6 +368,24 @@ mod tests {
         assert_eq!(out[0].len(), 8);
         assert_eq!(out[1], vec![3u8; 2]);
         assert!(split_fragments(&frags, &[], 2).is_err());
+    }
+
+    #[test]
+    fn fragments_by_codestream_start_without_offset_table() {
+        let soi = |b: u8| vec![0xFF, 0xD8, b, b];
+        let frags = vec![soi(1), vec![9u8; 3], soi(2), soi(3), vec![8u8; 2]];
+        let out = split_fragments(&frags, &[], 3).unwrap();
+        assert_eq!(out[0], [soi(1), vec![9u8; 3]].concat());
+        assert_eq!(out[1], soi(2));
+        assert_eq!(out[2], [soi(3), vec![8u8; 2]].concat());
+        // the markers do not give the frame count: still refused
+        assert!(split_fragments(&frags, &[], 2).is_err());
+        let j2k = vec![
+            vec![0xFF, 0x4F, 0xFF, 0x51, 0],
+            vec![7u8; 4],
+            vec![0xFF, 0x4F, 0xFF, 0x51, 1],
+        ];
+        assert_eq!(split_fragments(&j2k, &[], 2).unwrap()[0].len(), 9);
     }
 
     #[test]
