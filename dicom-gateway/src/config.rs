@@ -563,4 +563,14 @@ mod tests {
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("deid.uid_root"), "{err}");
     }
+
+    #[test]
+    fn upload_nice_defaults_and_bounds() {
+        let mut cfg: GatewayConfig =
+            mado_core::config::load(DEFAULTS, None, "MADO_GATEWAY_TEST_NONE__").unwrap();
+        assert_eq!(cfg.upload.nice, 10);
+        cfg.upload.nice = 20;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("upload.nice"), "{err}");
+    }
 }

@@ -670,6 +670,28 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    #[test]
+    fn upload_threads_run_at_the_configured_niceness() {
+        let rt = background_runtime(7).unwrap();
+        let nice = rt
+            .block_on(async {
+                tokio::spawn(async {
+                    rustix::process::getpriority_process(Some(rustix::thread::gettid()))
+                })
+                .await
+            })
+            .unwrap()
+            .unwrap();
+        let base = rustix::process::getpriority_process(None).unwrap();
+        // raising niceness needs no privilege; a runner already above 7
+        // cannot come back down to it unprivileged
+        assert!(
+            nice == 7 || (base > 7 && nice == base),
+            "nice {nice}, base {base}"
+        );
+        rt.shutdown_background();
+    }
+
     fn params() -> Arc<Pipeline> {
         Arc::new(Pipeline::without_vault(crate::deid::tests::test_engine()))
     }
