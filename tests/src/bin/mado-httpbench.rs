@@ -2,7 +2,8 @@
 //! (scripts/bench_dicomweb.py): `N` clients, each one connection, fetch
 //! their share of the URLs (read one per line from stdin) one after the
 //! other; every answer must be 200 and is read to the end. Prints the
-//! requests per second on stdout.
+//! requests per second on stdout, or with `--latency` the median time of
+//! one request in milliseconds (each request timed from send to last byte).
 //!
 //! A compiled client costs the machine far less than a Python one, so on a
 //! 2-core machine the figure measures the server, not the client (for every
@@ -22,6 +23,9 @@ struct Args {
     /// Extra request header, `Name: value` (repeatable).
     #[arg(long = "header")]
     headers: Vec<String>,
+    /// Print the median latency (ms) instead of the rate.
+    #[arg(long)]
+    latency: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,7 +51,8 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let rate = rt.block_on(async move {
+    let latency = args.latency;
+    let figure = rt.block_on(async move {
         let mut chunks: Vec<Vec<String>> = vec![Vec::new(); args.clients];
         for (i, u) in urls.iter().enumerate() {
             chunks[i % args.clients].push(u.clone());
@@ -66,10 +71,13 @@ fn main() -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         for (client, chunk) in clients.into_iter().zip(chunks) {
             tasks.spawn(async move {
+                let mut times = Vec::with_capacity(chunk.len());
                 for u in chunk {
+                    let t = Instant::now();
                     let r = client.get(&u).send().await?;
                     let status = r.status();
                     r.bytes().await?;
+                    times.push(t.elapsed().as_secs_f64() * 1000.0);
                     if status != reqwest::StatusCode::OK {
                         bail!("{u}: HTTP {status}");
                     }
@@ -78,14 +86,24 @@ fn main() -> anyhow::Result<()> {
                     // a larger body makes the client open a new connection)
                     tokio::task::yield_now().await;
                 }
-                anyhow::Ok(())
+                anyhow::Ok(times)
             });
         }
+        let mut times = Vec::with_capacity(urls.len());
         while let Some(r) = tasks.join_next().await {
-            r??;
+            times.extend(r??);
         }
-        anyhow::Ok(urls.len() as f64 / started.elapsed().as_secs_f64())
+        let rate = urls.len() as f64 / started.elapsed().as_secs_f64();
+        if latency {
+            times.sort_by(f64::total_cmp);
+            return anyhow::Ok(times[times.len() / 2]);
+        }
+        anyhow::Ok(rate)
     })?;
-    println!("{rate:.1}");
+    if latency {
+        println!("{figure:.3}");
+    } else {
+        println!("{figure:.1}");
+    }
     Ok(())
 }

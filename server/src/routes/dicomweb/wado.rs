@@ -6,9 +6,10 @@ use crate::access::{Download, StudyAccess, ViewMetadata};
 use crate::error::ApiError;
 use crate::services::cpu;
 use crate::services::dicomweb::accept::{self, MediaRange};
+use crate::services::dicomweb::cache::{ByteLru, Weigh};
 use crate::services::dicomweb::multipart;
 use crate::services::dicomweb::wado::{
-    self, extract_frames, frame_media_type, is_native, FrameError, InstanceRef,
+    self, extract_frames, frame_media_type, is_native, FrameError, Frames, InstanceRef,
 };
 use crate::state::AppState;
 use actix_web::http::header;
@@ -285,6 +286,13 @@ fn parse_frame_list(s: &str) -> Result<Vec<u32>, ApiError> {
     }
 }
 
+/// Frames served recently (viewers fetch the same frames again when a
+/// layout or viewport changes), by object digest, frame list and mode.
+static FRAMES: std::sync::LazyLock<ByteLru<String, Frames>> =
+    std::sync::LazyLock::new(|| ByteLru::new(256 * 1024 * 1024));
+/// Larger answers (whole multi-frame bulk data) are not kept.
+const MAX_CACHED_FRAMES: usize = 16 * 1024 * 1024;
+
 async fn frames_answer(
     req: &HttpRequest,
     state: &AppState,
@@ -300,21 +308,33 @@ async fn frames_answer(
             "the frames are available as application/octet-stream or in their stored transfer syntax",
         ));
     };
-    let data = state.store.get(&r.object_key).await.map_err(|e| {
-        ApiError::Unexpected(anyhow::Error::new(e).context("reading object from the store"))
-    })?;
     let decode = mode == FrameMode::Decode;
-    let out = cpu::run(move || extract_frames(&data, &frames, decode))
-        .await
-        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("frames")))?
-        .map_err(|e| match e {
-            FrameError::NoSuchFrame(_) => ApiError::NotFound,
-            FrameError::Unsupported(what) => {
-                tracing::info!(reason = %what, "cannot extract frames");
-                ApiError::NotImplemented("these frames cannot be served")
+    // content-addressed: the object's digest, the frames and the mode
+    let key = format!("{}|{decode}|{frames:?}", r.sha256);
+    let out = match FRAMES.get(&key) {
+        Some(hit) => hit,
+        None => {
+            let data = state.store.get(&r.object_key).await.map_err(|e| {
+                ApiError::Unexpected(anyhow::Error::new(e).context("reading object from the store"))
+            })?;
+            let out = cpu::run(move || extract_frames(&data, &frames, decode))
+                .await
+                .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("frames")))?
+                .map_err(|e| match e {
+                    FrameError::NoSuchFrame(_) => ApiError::NotFound,
+                    FrameError::Unsupported(what) => {
+                        tracing::info!(reason = %what, "cannot extract frames");
+                        ApiError::NotImplemented("these frames cannot be served")
+                    }
+                    other => ApiError::Unexpected(anyhow::Error::new(other).context("frames")),
+                })?;
+            let out = std::sync::Arc::new(out);
+            if out.weight() <= MAX_CACHED_FRAMES {
+                FRAMES.insert(key, out.clone());
             }
-            other => ApiError::Unexpected(anyhow::Error::new(other).context("frames")),
-        })?;
+            out
+        }
+    };
     let media = match mode {
         FrameMode::AsStored(m) => m,
         FrameMode::Decode => "application/octet-stream",
@@ -323,8 +343,8 @@ async fn frames_answer(
     let boundary = multipart::boundary();
     let parts: Vec<(String, Bytes)> = out
         .parts
-        .into_iter()
-        .map(|p| (part_ct.clone(), p))
+        .iter()
+        .map(|p| (part_ct.clone(), p.clone()))
         .collect();
     let body = multipart::encode(&boundary, &parts);
     Ok(HttpResponse::Ok()

@@ -94,6 +94,12 @@ impl<K: Eq + Hash + Clone, V: Weigh> ByteLru<K, V> {
     }
 }
 
+impl Weigh for super::wado::Frames {
+    fn weight(&self) -> usize {
+        self.parts.iter().map(bytes::Bytes::len).sum::<usize>() + self.transfer_syntax.len()
+    }
+}
+
 impl Weigh for crate::services::render::DecodedFrame {
     fn weight(&self) -> usize {
         crate::services::render::DecodedFrame::weight(self)
