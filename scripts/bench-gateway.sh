@@ -124,10 +124,14 @@ push() {
 declare -A RESULT
 declare -A RUNS
 ROUNDS="${BENCH_ROUNDS:-3}"
-# record KEY LABEL NASSOC: keep this run's time; RESULT[KEY] = median so far
-record() {
+# keep KEY: add $ELAPSED to KEY's runs; RESULT[KEY] = their median so far
+keep() {
   RUNS["$1"]="${RUNS["$1"]:-} $ELAPSED"
   RESULT["$1"]=$(printf '%s\n' ${RUNS["$1"]} | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+}
+# record KEY LABEL NASSOC: keep this run's time and log it
+record() {
+  keep "$1"
   log "$(printf '%-12s %s assoc: %6.3f s  %7.1f inst/s' "$2" "$3" "$ELAPSED" "$(awk -v e="$ELAPSED" -v n="$N" 'BEGIN{print n/e}')")"
 }
 
@@ -272,8 +276,7 @@ PY
   fi
   [ "$objs" -ge "$N" ] || die "only $objs of $N objects reached the store"
   ELAPSED=$(awk -v a="$PUSH_END" -v b="$t_end" 'BEGIN { printf "%.3f", b - a }')
-  RUNS["drain-$1"]="${RUNS["drain-$1"]:-} $ELAPSED"
-  RESULT["drain-$1"]=$(printf '%s\n' ${RUNS["drain-$1"]} | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+  keep "drain-$1"
   stop_pid "$GW_PID"; [ -n "${spid:-}" ] && stop_pid "$spid"
   rm -rf "$TMP/e2e-$1" "$sdir"
 }

@@ -59,14 +59,24 @@ def orthanc_upload(base, paths):
         r.raise_for_status()
 
 
-def median_ms_native(httpbench, url, headers, n, cookie=None):
-    """Median latency (ms) of n sequential keep-alive requests, after 3
-    warm-up requests, measured by the compiled client (mado-httpbench)."""
-    cmd = [httpbench, "--latency"]
+def cookie_header(session):
+    """The Cookie header value of a logged-in requests session."""
+    return "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+
+
+def httpbench_cmd(httpbench, headers, cookie, *extra):
+    cmd = [httpbench, *extra]
     for k, v in headers.items():
         cmd += ["--header", f"{k}: {v}"]
     if cookie:
         cmd += ["--header", f"Cookie: {cookie}"]
+    return cmd
+
+
+def median_ms_native(httpbench, url, headers, n, cookie=None):
+    """Median latency (ms) of n sequential keep-alive requests, after 3
+    warm-up requests, measured by the compiled client (mado-httpbench)."""
+    cmd = httpbench_cmd(httpbench, headers, cookie, "--latency")
     warm = subprocess.run(cmd, input="\n".join([url] * 3), capture_output=True, text=True)
     if warm.returncode != 0:
         m = re.search(r"HTTP (\d{3})", warm.stderr)
@@ -95,11 +105,7 @@ def median_ms(session, url, headers, n):
 
 def throughput_native(httpbench, urls, headers, clients, cookie=None):
     """Requests/s measured by the compiled keep-alive client (mado-httpbench)."""
-    cmd = [httpbench, "--clients", str(clients)]
-    for k, v in headers.items():
-        cmd += ["--header", f"{k}: {v}"]
-    if cookie:
-        cmd += ["--header", f"Cookie: {cookie}"]
+    cmd = httpbench_cmd(httpbench, headers, cookie, "--clients", str(clients))
     out = subprocess.run(cmd, input="\n".join(urls), capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"mado-httpbench failed: {out.stderr.strip()[:300]}")
@@ -172,7 +178,7 @@ def main():
     rows = []
     print(f"\n(median of {a.n} sequential keep-alive requests, {'compiled client' if a.httpbench else 'Python requests'})")
     print(f"{'case':32} {'Mado ms':>9} {'Orthanc ms':>11} {'ratio':>7}  target", flush=True)
-    mado_cookie = "; ".join(f"{k}={v}" for k, v in mado.cookies.items())
+    mado_cookie = cookie_header(mado)
     for name, path, hdr, target in cases:
         if a.httpbench:
             m, ms = median_ms_native(a.httpbench, M + path, hdr, a.n, mado_cookie)
@@ -205,7 +211,7 @@ def main():
             urls_m = [f"{M}/studies/{st}/series/{se}/instances/{s}/rendered?quality={quality}" for s in sops]
             urls_o = [f"{O}/studies/{st}/series/{se}/instances/{s}/rendered?quality={quality}" for s in sops]
             if a.httpbench:
-                cookie = "; ".join(f"{k}={v}" for k, v in login(a.mado, a.user, a.password).cookies.items())
+                cookie = cookie_header(login(a.mado, a.user, a.password))
                 rates_m.append(throughput_native(a.httpbench, urls_m, hdr, clients, cookie))
                 rates_o.append(throughput_native(a.httpbench, urls_o, hdr, clients))
             else:

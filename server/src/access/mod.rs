@@ -346,7 +346,8 @@ impl<P: Permission + 'static> FromRequest for StudyAccess<P> {
                 .study(study.as_ref().map(StudyUid::as_str))
                 .outcome(outcome)
                 .request(&req);
-            if let (Some(_), Some(_)) = (&decision, &principal) {
+            // (`decision` is only ever Some with a principal)
+            if decision.is_some() {
                 // Allowed: the audit row is committed while the handler
                 // works; the request middleware awaits it before any byte
                 // of the response leaves (fail closed, see PendingAudit).

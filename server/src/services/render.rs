@@ -345,31 +345,35 @@ fn int_index(values: &[f32], range: (f32, f32)) -> Option<(i32, Vec<u16>)> {
     Some((lo as i32, out))
 }
 
-/// The integer index of stored values `raw` (little-endian, `bytes_per`
-/// 1 or 2) under an integral rescale, computed without floats: the usual
-/// CT/MR case. `None` when the rescaled range exceeds 65536 values.
-fn int_index_stored<I>(
-    samples: I,
-    stored: u32,
-    signed: bool,
-    slope: i64,
-    intercept: i64,
-) -> Option<(i32, i32, Vec<u16>)>
-where
-    I: Iterator<Item = u32> + Clone,
-{
+/// The stored value of one sample (`stored` bits of 1..=16, two's
+/// complement when `signed`), as i32.
+fn stored_value(stored: u32, signed: bool) -> impl Fn(u32) -> i32 + Copy {
     let stored = stored.clamp(1, 16);
     let mask: u32 = (1u32 << stored) - 1;
     let shift = 32 - stored;
-    // the stored value of one sample, as i32 (fits: at most 16 bits)
-    let value = move |v: u32| -> i32 {
+    move |v: u32| {
         let v = v & mask;
         if signed {
             (v << shift) as i32 >> shift
         } else {
             v as i32
         }
-    };
+    }
+}
+
+/// The integer index (`lo`, `hi`, value − `lo` per sample) of the stored
+/// values `samples` under an integral rescale, computed without floats:
+/// the usual CT/MR case. `None` when the rescaled range exceeds 65536
+/// values.
+fn int_index_stored<I>(
+    samples: I,
+    value: impl Fn(u32) -> i32 + Copy,
+    slope: i64,
+    intercept: i64,
+) -> Option<(i32, i32, Vec<u16>)>
+where
+    I: Iterator<Item = u32> + Clone,
+{
     let (xmin, xmax) = samples
         .clone()
         .map(value)
@@ -395,6 +399,37 @@ where
             .collect()
     };
     Some((lo as i32, hi as i32, out))
+}
+
+/// The values of a frame's stored samples after the (linear) Modality LUT:
+/// the integer index when the rescale is integral and the range fits
+/// (`Ok`), else one float per sample (`Err`). Generic over the sample
+/// source so that each loop is compiled for it.
+fn rescaled<I>(
+    samples: I,
+    value: impl Fn(u32) -> i32 + Copy,
+    slope: f64,
+    intercept: f64,
+) -> Result<(i32, i32, Vec<u16>), Vec<f32>>
+where
+    I: Iterator<Item = u32> + Clone,
+{
+    // integral rescale (CT's 1 / -1024, or none): no float per pixel
+    if slope.fract() == 0.0
+        && intercept.fract() == 0.0
+        && slope.abs() <= 65536.0
+        && intercept.abs() <= 1e9
+    {
+        if let Some(index) =
+            int_index_stored(samples.clone(), value, slope as i64, intercept as i64)
+        {
+            return Ok(index);
+        }
+    }
+    let (slope, intercept) = (slope as f32, intercept as f32);
+    Err(samples
+        .map(|v| value(v) as f32 * slope + intercept)
+        .collect())
 }
 
 /// A grayscale frame, with the integer index when it applies (then the
@@ -502,23 +537,15 @@ fn native_grayscale(
     let window = first_f64(obj, tags::WINDOW_CENTER)
         .zip(first_f64(obj, tags::WINDOW_WIDTH))
         .filter(|(c, w)| c.is_finite() && w.is_finite() && *w >= 1.0);
-    // integral rescale (CT's 1 / -1024, or none): the index straight from
-    // the stored values, no float per pixel
-    if stored <= 16
-        && slope.fract() == 0.0
-        && intercept.fract() == 0.0
-        && slope.abs() <= 65536.0
-        && intercept.abs() <= 1e9
-    {
-        let (s, i) = (slope as i64, intercept as i64);
-        let index = match words {
-            Some(w) => int_index_stored(w.iter().map(|&x| u32::from(x)), stored, signed, s, i),
-            None if bytes_per == 2 => {
-                int_index_stored(raw.chunks_exact(2).map(le16), stored, signed, s, i)
-            }
-            None => int_index_stored(raw.iter().map(|&b| u32::from(b)), stored, signed, s, i),
-        };
-        if let Some((lo, hi, idx)) = index {
+    // `stored <= allocated <= 16` was checked above
+    let value = stored_value(stored, signed);
+    let values = match words {
+        Some(w) => rescaled(w.iter().map(|&x| u32::from(x)), value, slope, intercept),
+        None if bytes_per == 2 => rescaled(raw.chunks_exact(2).map(le16), value, slope, intercept),
+        None => rescaled(raw.iter().map(|&b| u32::from(b)), value, slope, intercept),
+    };
+    let values = match values {
+        Ok((lo, hi, idx)) => {
             return Some(DecodedFrame::Gray {
                 width: cols as u32,
                 height: rows as u32,
@@ -527,29 +554,9 @@ fn native_grayscale(
                 window,
                 range: (lo as f32, hi as f32),
                 invert,
-            });
+            })
         }
-    }
-    let shift = 32 - stored;
-    let mask: u32 = if stored >= 32 {
-        u32::MAX
-    } else {
-        (1u32 << stored) - 1
-    };
-    let (slope, intercept) = (slope as f32, intercept as f32);
-    let convert = |v: u32| -> f32 {
-        let v = v & mask;
-        let x = if signed {
-            ((v << shift) as i32 >> shift) as f32
-        } else {
-            v as f32
-        };
-        x * slope + intercept
-    };
-    let values: Vec<f32> = match words {
-        Some(w) => w.iter().map(|&x| convert(u32::from(x))).collect(),
-        None if bytes_per == 2 => raw.chunks_exact(2).map(|b| convert(le16(b))).collect(),
-        None => raw.iter().map(|b| convert(u32::from(*b))).collect(),
+        Err(values) => values,
     };
     let range = values
         .iter()
@@ -889,8 +896,8 @@ mod tests {
                 let samples = raw
                     .chunks_exact(2)
                     .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])));
-                let (lo, hi, idx) =
-                    int_index_stored(samples, stored_bits, signed, slope, intercept).unwrap();
+                let value = stored_value(stored_bits, signed);
+                let (lo, hi, idx) = int_index_stored(samples, value, slope, intercept).unwrap();
                 let floats: Vec<f32> = words
                     .iter()
                     .map(|&w| {
@@ -919,7 +926,7 @@ mod tests {
         }
         // a rescaled range wider than 65536 values has no index
         let samples = words.iter().map(|&w| u32::from(w));
-        assert!(int_index_stored(samples, 12, false, 100, 0).is_none());
+        assert!(int_index_stored(samples, stored_value(12, false), 100, 0).is_none());
     }
 
     #[test]
