@@ -173,7 +173,7 @@ EOF
 storage_toml() { # name → the [storage] table of run `name`
   if [ "$S3_MODE" = moto ]; then
     printf '[storage]\nkind = "s3"\nendpoint = "http://127.0.0.1:%s"\nregion = "us-east-1"\nbucket = "%s"\npath_style = true\ncreate_bucket = true\n' \
-      "$MOTO_PORT" "$(echo "$1-r${round:-1}" | tr -c 'a-z0-9\n' '-')"
+      "${MOTO_PORT:-}" "$(echo "$1-r${round:-1}" | tr -c 'a-z0-9\n' '-')"
   else
     printf '[storage]\nkind = "local"\npath = "%s"\n' "$TMP/$1/objects"
   fi

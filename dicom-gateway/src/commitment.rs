@@ -22,6 +22,17 @@
 //! `<spool.dir>/commitment.log`, one line per instance (`U <uid>` uploaded,
 //! `F <uid>` failed). It lives on-prem next to the originals and is never
 //! uploaded. SOP Instance UIDs appear in debug logs only.
+//!
+//! An accepted transaction is itself durable before its N-ACTION-RSP goes
+//! out: one file per transaction in `<spool.dir>/commitment-pending/`
+//! (written, fsynced, renamed, directory fsynced), removed once its report
+//! was handed to the requesting association or acknowledged on a new one.
+//! On start-up ([`Commitment::resume`]) every such file is resolved again
+//! against the ledger, with what is left of its timeout, and its report
+//! sent on a new association, so a restart or a crash never loses a
+//! modality's question. A transaction whose report could not be delivered
+//! after the retries stays for the next start, for at most
+//! [`KEEP_UNDELIVERED`] after the request.
 
 use crate::config::CommitmentConfig;
 use dicom_core::value::{DataSetSequence, PrimitiveValue};
@@ -71,6 +82,11 @@ pub const MAX_REFERENCES: usize = 65_536;
 pub const SAME_ASSOCIATION_GRACE: Duration = Duration::from_secs(1);
 /// Largest N-ACTION data set accepted (bytes).
 pub const MAX_ACTION_DATA: usize = 16 * 1024 * 1024;
+/// How long an undelivered transaction is kept (and retried at start-up)
+/// after its request.
+pub const KEEP_UNDELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Directory of accepted, unanswered transactions, in the spool root.
+pub const PENDING_DIR: &str = "commitment-pending";
 
 // ------------------------------------------------------------- ledger
 
@@ -533,8 +549,56 @@ pub type ReportTx = mpsc::UnboundedSender<Report>;
 pub type ReportRx = mpsc::UnboundedReceiver<Report>;
 
 /// The Storage Commitment service, shared by all associations.
+/// An accepted transaction as kept on disk until answered.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Persisted {
+    transaction_uid: String,
+    calling_ae: String,
+    /// Seconds since the Unix epoch.
+    asked_at: u64,
+    /// (SOP Class UID, SOP Instance UID) of each reference.
+    references: Vec<(String, String)>,
+}
+
+impl Persisted {
+    fn request(&self) -> Request {
+        Request {
+            transaction_uid: self.transaction_uid.clone(),
+            references: self
+                .references
+                .iter()
+                .map(|(c, i)| Reference {
+                    sop_class: c.clone(),
+                    sop_instance: i.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Write `bytes` to `path` durably (tmp, fsync, rename, fsync directory).
+fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().ok_or_else(|| io::Error::other("no parent"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
 pub struct Commitment {
     ledger: Arc<Ledger>,
+    /// Accepted, unanswered transactions (see [`PENDING_DIR`]).
+    pending_dir: PathBuf,
     cfg: CommitmentConfig,
     ae_title: String,
     /// How long a transaction waits for its instances.
@@ -551,8 +615,14 @@ impl std::fmt::Debug for Commitment {
 
 impl Commitment {
     pub fn new(ledger: Arc<Ledger>, cfg: CommitmentConfig, ae_title: &str) -> Self {
+        let pending_dir = ledger
+            .path()
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(PENDING_DIR);
         Self {
             ledger,
+            pending_dir,
             timeout: Duration::from_secs(cfg.timeout_secs),
             cfg,
             ae_title: ae_title.trim().to_string(),
@@ -567,7 +637,7 @@ impl Commitment {
     /// and, on success, starts the transaction in the background. `reply`
     /// reaches the requesting association while it is open; `calling_ae`
     /// selects the peer for a report on a new association.
-    pub fn on_action(
+    pub async fn on_action(
         self: &Arc<Self>,
         action: PendingAction,
         calling_ae: &str,
@@ -604,6 +674,29 @@ impl Commitment {
             "storage commitment requested"
         );
         debug!(transaction_uid = %request.transaction_uid, "storage commitment transaction");
+        // Durable before the success status: a restart still answers it.
+        let persisted = Persisted {
+            transaction_uid: request.transaction_uid.clone(),
+            calling_ae: calling_ae.trim().to_string(),
+            asked_at: unix_now(),
+            references: request
+                .references
+                .iter()
+                .map(|r| (r.sop_class.clone(), r.sop_instance.clone()))
+                .collect(),
+        };
+        let (this, t) = (self.clone(), persisted);
+        let kept = tokio::task::spawn_blocking(move || this.persist(&t))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+        if let Err(e) = kept {
+            warn!(error = %e, "storage commitment request not kept: answered with a processing failure");
+            return action_response(
+                cmd.message_id,
+                STATUS_PROCESSING_FAILURE,
+                cmd.action_type_id,
+            );
+        }
         let this = self.clone();
         let (pc_id, ts) = (action.pc_id, action.transfer_syntax.clone());
         let calling_ae = calling_ae.to_string();
@@ -611,19 +704,120 @@ impl Commitment {
         let asked = tokio::time::Instant::now();
         tokio::spawn(
             async move {
+                let transaction_uid = request.transaction_uid.clone();
                 let outcome = Arc::new(this.resolve(request).await);
                 tokio::time::sleep_until(asked + SAME_ASSOCIATION_GRACE).await;
-                this.deliver(outcome, pc_id, &ts, &calling_ae, reply).await;
+                if this.deliver(outcome, pc_id, &ts, &calling_ae, reply).await {
+                    this.forget(&transaction_uid);
+                }
             }
             .instrument(span),
         );
         action_response(cmd.message_id, STATUS_SUCCESS, Some(1))
     }
 
+    fn pending_path(&self, transaction_uid: &str) -> PathBuf {
+        // a Transaction UID is validated as a UID: digits and dots only
+        self.pending_dir.join(format!("{transaction_uid}.json"))
+    }
+
+    fn persist(&self, t: &Persisted) -> io::Result<()> {
+        let bytes = serde_json::to_vec(t).map_err(io::Error::other)?;
+        write_durable(&self.pending_path(&t.transaction_uid), &bytes)
+    }
+
+    /// The report of `outcome` reached its requester: the transaction is
+    /// finished.
+    pub fn sent(&self, outcome: &Outcome) {
+        self.forget(&outcome.transaction_uid);
+    }
+
+    /// Deliver on a new association in the background (the requesting
+    /// association could not carry the report); finished when sent.
+    pub fn deliver_later(self: &Arc<Self>, outcome: Arc<Outcome>, calling_ae: &str) {
+        let (this, ae) = (self.clone(), calling_ae.to_string());
+        tokio::spawn(async move {
+            if this.deliver_new_association(outcome.clone(), &ae).await {
+                this.sent(&outcome);
+            }
+        });
+    }
+
+    /// The transaction is answered (or can never be): drop its file.
+    fn forget(&self, transaction_uid: &str) {
+        let path = self.pending_path(transaction_uid);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                warn!(error = %e, "cannot remove an answered storage commitment transaction");
+            }
+        }
+    }
+
+    /// Answer every transaction accepted before a restart and not yet
+    /// answered: resolve it against the ledger (for what is left of its
+    /// timeout) and send its report on a new association. Returns how many
+    /// were resumed.
+    pub fn resume(self: &Arc<Self>) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.pending_dir) else {
+            return 0;
+        };
+        let now = unix_now();
+        let mut resumed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                let _ = std::fs::remove_file(&path); // a torn temporary file
+                continue;
+            }
+            let parsed = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Persisted>(&b).ok())
+                .filter(|t| mado_core::Uid::parse(&t.transaction_uid).is_ok());
+            let Some(t) = parsed else {
+                warn!(file = %path.display(), "unreadable storage commitment transaction dropped");
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            let age = Duration::from_secs(now.saturating_sub(t.asked_at));
+            if age > KEEP_UNDELIVERED {
+                warn!(
+                    age_secs = age.as_secs(),
+                    "storage commitment transaction too old to answer: dropped"
+                );
+                self.forget(&t.transaction_uid);
+                continue;
+            }
+            resumed += 1;
+            let this = self.clone();
+            let deadline = tokio::time::Instant::now() + self.timeout.saturating_sub(age);
+            let span = info_span!("commitment", instances = t.references.len(), resumed = true);
+            tokio::spawn(
+                async move {
+                    let outcome = Arc::new(this.resolve_until(t.request(), deadline).await);
+                    if this.deliver_new_association(outcome, &t.calling_ae).await {
+                        this.forget(&t.transaction_uid);
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        if resumed > 0 {
+            info!(
+                transactions = resumed,
+                "storage commitment transactions resumed after a restart"
+            );
+        }
+        resumed
+    }
+
     /// Wait until every reference is settled in the ledger, or the timeout.
     pub async fn resolve(&self, request: Request) -> Outcome {
+        self.resolve_until(request, tokio::time::Instant::now() + self.timeout)
+            .await
+    }
+
+    async fn resolve_until(&self, request: Request, deadline: tokio::time::Instant) -> Outcome {
         let mut changes = self.ledger.subscribe();
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let settled = |refs: &[Reference]| {
             refs.iter()
                 .all(|r| self.ledger.state(&r.sop_instance).is_some())
@@ -661,6 +855,10 @@ impl Commitment {
 
     /// Send the report on the requesting association if it is still open,
     /// else on a new association to the requester, with a few retries.
+    /// `true` when the transaction is finished here (sent on a new
+    /// association, or undeliverable); `false` when queued on the requesting
+    /// association (which forgets it once sent, see [`Commitment::sent`]) or
+    /// not delivered after the retries.
     async fn deliver(
         &self,
         outcome: Arc<Outcome>,
@@ -668,7 +866,7 @@ impl Commitment {
         ts: &str,
         calling_ae: &str,
         reply: ReportTx,
-    ) {
+    ) -> bool {
         let (committed, failed) = (outcome.committed.len(), outcome.failed.len());
         match Report::encode(outcome.clone(), pc_id, ts) {
             Ok(_) if reply.is_closed() => {}
@@ -679,24 +877,27 @@ impl Commitment {
                         event_type,
                         committed, failed, "storage commitment result queued on the association"
                     );
-                    return;
+                    return false;
                 }
             }
             Err(e) => warn!(error = %e, "cannot encode the storage commitment report"),
         }
-        self.deliver_new_association(outcome, calling_ae).await;
+        self.deliver_new_association(outcome, calling_ae).await
     }
 
     /// Send `outcome` on a new association to `calling_ae`'s configured
-    /// address (retried with backoff); gives up with a warning.
-    pub async fn deliver_new_association(&self, outcome: Arc<Outcome>, calling_ae: &str) {
+    /// address (retried with backoff); gives up with a warning. `false`
+    /// when every attempt failed (the transaction is kept and retried at
+    /// the next start); `true` when sent, or when it never can be (no
+    /// address for that AE title).
+    pub async fn deliver_new_association(&self, outcome: Arc<Outcome>, calling_ae: &str) -> bool {
         let Some(addr) = self.cfg.peers.get(calling_ae.trim()).cloned() else {
             warn!(
                 calling_ae,
                 "storage commitment result cannot be delivered: association closed and no \
                  [commitment.peers] entry for this AE title"
             );
-            return;
+            return true;
         };
         let attempts = self.cfg.delivery_attempts.max(1);
         for attempt in 0..attempts {
@@ -712,7 +913,7 @@ impl Commitment {
                         peer = %addr,
                         "storage commitment result sent on a new association"
                     );
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     warn!(error = %e, attempt, peer = %addr, "storage commitment report not delivered");
@@ -727,7 +928,8 @@ impl Commitment {
                 }
             }
         }
-        warn!(peer = %addr, "storage commitment report dropped after retries");
+        warn!(peer = %addr, "storage commitment report not delivered after retries: retried at the next start");
+        false
     }
 
     async fn send_on_new_association(
@@ -953,6 +1155,66 @@ mod tests {
             parse_request(&no_tx, ts).unwrap_err(),
             STATUS_MISSING_ATTRIBUTE
         );
+    }
+
+    /// An accepted transaction is on disk before its success status, is
+    /// forgotten once its report is sent, and a new service over the same
+    /// spool (a restart) answers what was left.
+    #[tokio::test]
+    async fn accepted_transactions_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Ledger::open(&Ledger::path_in(dir.path())).unwrap());
+        let pending = dir.path().join(PENDING_DIR);
+        let action = |tx: &str, sop: &str| PendingAction {
+            pc_id: 1,
+            transfer_syntax: uids::EXPLICIT_VR_LITTLE_ENDIAN.into(),
+            command: ActionCommand {
+                message_id: 7,
+                requested_sop_class: Some(SOP_CLASS.into()),
+                action_type_id: Some(1),
+                has_data_set: true,
+            },
+            data: request_bytes(tx, &[(uids::CT_IMAGE_STORAGE, sop)]),
+        };
+        let c = service(&ledger, 60_000);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let rsp = c.on_action(action("1.2.9.1", "1.2.3.1"), "MOD", tx).await;
+        assert_eq!(response_status(&rsp), Some((N_ACTION_RSP, STATUS_SUCCESS)));
+        let file = pending.join("1.2.9.1.json");
+        assert!(file.is_file());
+        ledger.record("1.2.3.1", State::Stored).unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(file.is_file(), "queued is not sent");
+        c.sent(&report.outcome);
+        assert!(!file.exists());
+
+        // accepted, then the process dies before the answer
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rsp = c.on_action(action("1.2.9.2", "1.2.3.2"), "MOD", tx).await;
+        assert_eq!(response_status(&rsp), Some((N_ACTION_RSP, STATUS_SUCCESS)));
+        drop(rx);
+        let file = pending.join("1.2.9.2.json");
+        assert!(file.is_file());
+        std::fs::write(pending.join("1.2.9.3.json"), b"{torn").unwrap();
+        // the old service's task never sees this ledger's records
+        let ledger = Arc::new(Ledger::open(&Ledger::path_in(dir.path())).unwrap());
+        let restarted = service(&ledger, 60_000);
+        assert_eq!(restarted.resume(), 1);
+        assert!(
+            !pending.join("1.2.9.3.json").exists(),
+            "unreadable file dropped"
+        );
+        // (no [commitment.peers] entry for MOD here: once resolved the
+        // report can never be delivered and the transaction is dropped)
+        ledger.record("1.2.3.2", State::Stored).unwrap();
+        let t0 = std::time::Instant::now();
+        while file.exists() && t0.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!file.exists());
     }
 
     #[tokio::test]

@@ -170,11 +170,14 @@ impl Gateway {
                     source,
                 })?;
             let ledger = Arc::new(ledger);
-            scp = scp.with_commitment(Arc::new(commitment::Commitment::new(
+            let service = Arc::new(commitment::Commitment::new(
                 ledger.clone(),
                 cfg.commitment.clone(),
                 &cfg.dicom.ae_title,
-            )));
+            ));
+            // transactions accepted before a restart are answered now
+            service.resume();
+            scp = scp.with_commitment(service);
             Some(ledger)
         } else {
             None

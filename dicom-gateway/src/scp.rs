@@ -992,7 +992,9 @@ impl Session<'_> {
             return Ok(());
         };
         let pc_id = action.pc_id;
-        let rsp = c.on_action(action, &self.calling_ae, self.reports.0.clone());
+        let rsp = c
+            .on_action(action, &self.calling_ae, self.reports.0.clone())
+            .await;
         send_command(assoc, pc_id, rsp).await
     }
 
@@ -1004,14 +1006,14 @@ impl Session<'_> {
         for pdu in report.pdus(assoc.requestor_max_pdu_length()) {
             if let Err(e) = assoc.send(&pdu).await {
                 warn!(error = %e, "cannot send the storage commitment report here");
-                if let Some(c) = self.scp.commitment.clone() {
-                    let ae = self.calling_ae.clone();
-                    tokio::spawn(
-                        async move { c.deliver_new_association(report.outcome, &ae).await },
-                    );
+                if let Some(c) = self.scp.commitment.as_ref() {
+                    c.deliver_later(report.outcome, &self.calling_ae);
                 }
                 return;
             }
+        }
+        if let Some(c) = self.scp.commitment.as_ref() {
+            c.sent(&report.outcome);
         }
         info!(
             event_type = report.event_type,
@@ -1023,9 +1025,8 @@ impl Session<'_> {
     fn hand_over_reports(&mut self) {
         self.reports.1.close();
         while let Ok(report) = self.reports.1.try_recv() {
-            if let Some(c) = self.scp.commitment.clone() {
-                let ae = self.calling_ae.clone();
-                tokio::spawn(async move { c.deliver_new_association(report.outcome, &ae).await });
+            if let Some(c) = self.scp.commitment.as_ref() {
+                c.deliver_later(report.outcome, &self.calling_ae);
             }
         }
     }

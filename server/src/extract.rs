@@ -80,7 +80,7 @@ pub(crate) async fn resolve_session(req: &HttpRequest) -> Result<Option<Session>
     if token.len() != 43 {
         return Ok(None);
     }
-    let user = auth::resolve_session(&state.db, &state.session, &token)
+    let user = auth::resolve_session_cached(&state.db, &state.session, &state.sessions, &token)
         .await
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("resolving session")))?;
     Ok(user.map(|user| Session { user, token }))

@@ -14,6 +14,10 @@ pub struct AppState {
     pub security: SecuritySettings,
     /// The audit trail writer (serialises the hash chain).
     pub audit: AuditLog,
+    /// Recently resolved browser sessions (see `auth::SESSION_CACHE_TTL`).
+    pub sessions: crate::services::auth::SessionCache,
+    /// Study UID → (row id, organisation), for the access check.
+    pub study_ids: crate::access::StudyIds,
     /// Rate limit of sign-in, second-factor and passcode requests.
     pub auth_limiter: crate::services::ratelimit::RateLimiter,
     /// Key of the signed "password verified, second factor due" cookie.
@@ -70,6 +74,8 @@ impl AppState {
             session: settings.session.clone(),
             security: settings.security.clone(),
             audit: AuditLog::new(settings.audit.key.expose(), settings.audit.checkpoint_every),
+            sessions: Default::default(),
+            study_ids: Default::default(),
             auth_limiter: crate::services::ratelimit::RateLimiter::new(
                 settings.security.auth_rate_per_minute,
             ),

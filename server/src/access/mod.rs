@@ -36,6 +36,7 @@ use crate::services::audit::{Event, Outcome};
 use crate::services::auth::SessionUser;
 use crate::services::grants::permissions_allowing;
 use crate::services::shares;
+use crate::services::ttl_cache::TtlCache;
 use crate::state::AppState;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
@@ -377,11 +378,51 @@ impl<P: Permission + 'static> FromRequest for StudyAccess<P> {
     }
 }
 
+/// A study row's id and organisation: what the policy needs of it.
+#[derive(Debug, Clone, Copy)]
+struct StudyRow {
+    id: i64,
+    org_id: Option<i64>,
+}
+
+/// Study UID → its row's id and organisation, for [`check`]. Both never
+/// change once the row exists, and study rows are never deleted, so an
+/// entry stays true for the life of the process (bounded by count). An
+/// unknown UID is never cached: a study that arrives later is found.
+pub struct StudyIds(TtlCache<String, StudyRow>);
+
+impl Default for StudyIds {
+    fn default() -> Self {
+        Self(TtlCache::new(std::time::Duration::MAX, 65_536))
+    }
+}
+
+/// The row of the study `uid`, if indexed.
+async fn study_row(state: &AppState, uid: &StudyUid) -> Result<Option<StudyRow>, ApiError> {
+    if let Some(row) = state.study_ids.0.get(&uid.as_str().to_owned()) {
+        return Ok(Some(row));
+    }
+    let row = studies::Entity::find()
+        .select_only()
+        .column(studies::Column::Id)
+        .column(studies::Column::OrgId)
+        .filter(studies::Column::StudyUid.eq(uid.as_str()))
+        .into_tuple::<(i64, Option<i64>)>()
+        .one(&state.db)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("access check")))?
+        .map(|(id, org_id)| StudyRow { id, org_id });
+    if let Some(row) = row {
+        state.study_ids.0.insert(uid.as_str().to_owned(), row);
+    }
+    Ok(row)
+}
+
 /// Whether `principal` may do `action` on the study row `study`.
 async fn allowed(
     state: &AppState,
     principal: &Principal,
-    study: &studies::Model,
+    study: StudyRow,
     action: Action,
 ) -> Result<bool, ApiError> {
     match principal {
@@ -448,15 +489,10 @@ pub async fn check(
     study: &StudyUid,
     action: Action,
 ) -> Result<Option<i64>, ApiError> {
-    let row = studies::Entity::find()
-        .filter(studies::Column::StudyUid.eq(study.as_str()))
-        .one(&state.db)
-        .await
-        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("access check")))?;
-    let Some(row) = row else {
+    let Some(row) = study_row(state, study).await? else {
         return Ok(None);
     };
-    Ok(if allowed(state, principal, &row, action).await? {
+    Ok(if allowed(state, principal, row, action).await? {
         Some(row.id)
     } else {
         None

@@ -721,10 +721,12 @@ async fn end_sessions(
         auth::logout_everywhere(&state.db, user.user.user_id)
             .await
             .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing out")))?;
+        state.sessions.forget_user(user.user.user_id);
     } else {
         auth::logout(&state.db, user.token())
             .await
             .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing out")))?;
+        state.sessions.forget(user.token());
     }
     state
         .audit

@@ -175,14 +175,21 @@ pub struct AuditLog {
 struct Inner {
     lock: Arc<tokio::sync::Mutex<()>>,
     queue: std::sync::Mutex<Vec<Pending>>,
+    /// `(pool, seq, hash)`: the last row this writer appended to the
+    /// database of connection pool `pool`, so that the next batch needs no
+    /// read of the head. Taken by each append and put back only after a
+    /// commit; a row written meanwhile by another process makes it stale,
+    /// the insert then fails on the `seq` key and the retry reads the head.
+    /// (The entry holds a handle of that pool, so no other pool can take
+    /// its address while it is cached.)
+    head: std::sync::Mutex<Option<(usize, DatabaseConnection, i64, String)>>,
     key: Vec<u8>,
     checkpoint_every: i64,
 }
 
-/// One queued append. `db_key` is the address of the caller's
-/// `&DatabaseConnection` (borrowed until the answer arrives, so two live
-/// entries with the same key share one connection); events are batched
-/// per key and written through the entry's own connection handle.
+/// One queued append. `db_key` names the caller's database (its connection
+/// pool, see [`pool_identity`]); events are batched per key and written
+/// through the entry's own connection handle.
 struct Pending {
     db_key: usize,
     db: DatabaseConnection,
@@ -268,6 +275,7 @@ impl AuditLog {
             inner: Arc::new(Inner {
                 lock: Arc::new(tokio::sync::Mutex::new(())),
                 queue: std::sync::Mutex::new(Vec::new()),
+                head: std::sync::Mutex::new(None),
                 key: key.as_bytes().to_vec(),
                 checkpoint_every: i64::from(checkpoint_every.max(1)),
             }),
@@ -284,7 +292,7 @@ impl AuditLog {
     pub async fn record(&self, db: &DatabaseConnection, ev: Event) -> Result<i64, AuditError> {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         let pending = Pending {
-            db_key: std::ptr::from_ref(db) as usize,
+            db_key: pool_identity(db),
             db: db.clone(),
             event: ev,
             answer: tx,
@@ -374,23 +382,42 @@ impl Inner {
 
     /// Append `events` in one transaction; returns the first `seq`.
     async fn append(&self, db: &DatabaseConnection, events: &[&Event]) -> Result<i64, AuditError> {
-        if db.get_database_backend() == DbBackend::Postgres {
+        let pool = pool_identity(db);
+        let cached = self
+            .head
+            .lock()
+            .ok()
+            .and_then(|mut h| h.take())
+            .filter(|(p, _, _, _)| *p == pool)
+            .map(|(_, _, seq, hash)| (seq, hash));
+        let result = if db.get_database_backend() == DbBackend::Postgres {
             let txn = db.begin().await?;
             txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PG_LOCK_KEY})"))
                 .await?;
-            let head = head(&txn).await?;
-            let seq = self.append_on(&txn, head, events).await?;
+            let head = match cached {
+                Some(h) => h,
+                None => head(&txn).await?,
+            };
+            let appended = self.append_on(&txn, head, events).await?;
             txn.commit().await?;
-            Ok(seq)
+            appended
         } else {
             // SQLite: no read-then-write transaction (a deferred transaction
             // that reads first cannot upgrade a stale snapshot to a writer).
             // The batch is one multi-row INSERT, atomic on its own; a head
             // made stale by another process fails on the `seq` key and is
             // retried.
-            let head = head(db).await?;
-            self.append_on(db, head, events).await
+            let head = match cached {
+                Some(h) => h,
+                None => head(db).await?,
+            };
+            self.append_on(db, head, events).await?
+        };
+        let (first, (seq, hash)) = result;
+        if let Ok(mut h) = self.head.lock() {
+            *h = Some((pool, db.clone(), seq, hash));
         }
+        Ok(first)
     }
 
     async fn append_on<C: ConnectionTrait>(
@@ -398,7 +425,7 @@ impl Inner {
         c: &C,
         head: (i64, String),
         events: &[&Event],
-    ) -> Result<i64, AuditError> {
+    ) -> Result<(i64, (i64, String)), AuditError> {
         let (last_seq, mut prev_hash) = head;
         let first = last_seq + 1;
         let mut rows = Vec::with_capacity(events.len());
@@ -434,7 +461,7 @@ impl Inner {
         for (seq, hash) in checkpoints {
             self.checkpoint_in(c, seq, &hash).await?;
         }
-        Ok(first)
+        Ok((first, (last_seq + events.len() as i64, prev_hash)))
     }
 
     async fn checkpoint_in<C: ConnectionTrait>(
@@ -455,6 +482,19 @@ impl Inner {
         .exec_without_returning(db)
         .await?;
         Ok(())
+    }
+}
+
+/// A stable identity of the database behind `db`: the address of its
+/// connection pool's shared state (the same for every clone of the
+/// connection, different for another database).
+fn pool_identity(db: &DatabaseConnection) -> usize {
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            std::ptr::from_ref(db.get_postgres_connection_pool().options()) as usize
+        }
+        DbBackend::Sqlite => std::ptr::from_ref(db.get_sqlite_connection_pool().options()) as usize,
+        _ => std::ptr::from_ref(db) as usize,
     }
 }
 

@@ -8,6 +8,7 @@
 use crate::config::{SecuritySettings, SessionSettings};
 use crate::db::entities::{sessions, users};
 use crate::services::cpu;
+use crate::services::ttl_cache::TtlCache;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use base64::Engine;
@@ -391,7 +392,68 @@ pub async fn resolve_session<C: ConnectionTrait>(
     settings: &SessionSettings,
     token: &str,
 ) -> Result<Option<SessionUser>, AuthError> {
-    resolve_session_at(db, settings, token, Utc::now()).await
+    Ok(resolve_session_at(db, settings, token, Utc::now())
+        .await?
+        .map(|s| s.user))
+}
+
+/// How long a resolved session is reused without reading its row again.
+/// Signing out through this process takes effect at once
+/// ([`SessionCache::forget`]); a change made elsewhere (another server
+/// process, the CLI) within this time.
+pub const SESSION_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A resolved session and the deadlines it was valid under.
+#[derive(Debug, Clone)]
+struct Resolved {
+    user: SessionUser,
+    /// The earlier of the absolute and the idle deadline.
+    valid_until: DateTime<Utc>,
+}
+
+/// Sessions resolved in the last [`SESSION_CACHE_TTL`], by token digest.
+pub struct SessionCache(TtlCache<String, Resolved>);
+
+impl Default for SessionCache {
+    fn default() -> Self {
+        Self(TtlCache::new(SESSION_CACHE_TTL, 16_384))
+    }
+}
+
+impl SessionCache {
+    /// Forget the session holding `token` (sign-out).
+    pub fn forget(&self, token: &str) {
+        self.0.remove(&token_digest(token));
+    }
+
+    /// Forget every session of `user_id` ("sign out everywhere").
+    pub fn forget_user(&self, user_id: i64) {
+        self.0.remove_where(|r| r.user.user_id == user_id);
+    }
+}
+
+/// [`resolve_session`], answered from `cache` when the session was resolved
+/// less than [`SESSION_CACHE_TTL`] ago and its deadlines have not passed.
+pub async fn resolve_session_cached<C: ConnectionTrait>(
+    db: &C,
+    settings: &SessionSettings,
+    cache: &SessionCache,
+    token: &str,
+) -> Result<Option<SessionUser>, AuthError> {
+    let now = Utc::now();
+    let digest = token_digest(token);
+    if let Some(r) = cache.0.get(&digest) {
+        if now < r.valid_until {
+            return Ok(Some(r.user));
+        }
+        cache.0.remove(&digest);
+    }
+    let resolved = resolve_session_at(db, settings, token, now).await?;
+    Ok(resolved.map(|r| {
+        let user = r.user.clone();
+        cache.0.insert(digest, r);
+        user
+    }))
 }
 
 async fn resolve_session_at<C: ConnectionTrait>(
@@ -399,7 +461,7 @@ async fn resolve_session_at<C: ConnectionTrait>(
     settings: &SessionSettings,
     token: &str,
     now: DateTime<Utc>,
-) -> Result<Option<SessionUser>, AuthError> {
+) -> Result<Option<Resolved>, AuthError> {
     let id = token_digest(token);
     let Some((session, user)) = sessions::Entity::find_by_id(id.clone())
         .find_also_related(users::Entity)
@@ -416,6 +478,7 @@ async fn resolve_session_at<C: ConnectionTrait>(
             return Ok(None);
         }
     };
+    let mut valid_until = session.expires_at.min(idle_deadline);
     if (now - session.last_seen).num_seconds() >= TOUCH_INTERVAL_SECS {
         sessions::Entity::update_many()
             .col_expr(
@@ -425,13 +488,19 @@ async fn resolve_session_at<C: ConnectionTrait>(
             .filter(sessions::Column::Id.eq(id))
             .exec(db)
             .await?;
+        valid_until = session
+            .expires_at
+            .min(now + Duration::minutes(i64::from(settings.idle_minutes)));
     }
-    Ok(Some(SessionUser {
-        user_id: user.id,
-        username: user.username,
-        role: user.role,
-        org_id: user.org_id,
-        csrf_token: session_csrf(token),
+    Ok(Some(Resolved {
+        user: SessionUser {
+            user_id: user.id,
+            username: user.username,
+            role: user.role,
+            org_id: user.org_id,
+            csrf_token: session_csrf(token),
+        },
+        valid_until,
     }))
 }
 
@@ -456,18 +525,19 @@ mod tests {
         assert!(!verify_password("not a hash", "x"));
     }
 
-    /// Idle and absolute timeouts end a session (and delete its row); a
-    /// request inside both keeps it alive.
-    #[tokio::test]
-    async fn session_idle_and_absolute_timeouts() {
+    /// A fresh in-memory database with one radiologist `name`, and session
+    /// settings of 30 idle minutes and 12 hours at most.
+    async fn user_with_settings(
+        name: &str,
+    ) -> (sea_orm::DatabaseConnection, users::Model, SessionSettings) {
         let url = crate::config::DatabaseUrl("sqlite::memory:".into());
         let db = crate::db::connect(&url).await.unwrap();
         crate::db::migrate(&db).await.unwrap();
-        upsert_user(&db, "sess", "a long password 1", "radiologist")
+        upsert_user(&db, name, "a long password 1", "radiologist")
             .await
             .unwrap();
         let user = users::Entity::find()
-            .filter(users::Column::Username.eq("sess"))
+            .filter(users::Column::Username.eq(name))
             .one(&db)
             .await
             .unwrap()
@@ -477,6 +547,14 @@ mod tests {
             absolute_hours: 12,
             secure_cookie: true,
         };
+        (db, user, settings)
+    }
+
+    /// Idle and absolute timeouts end a session (and delete its row); a
+    /// request inside both keeps it alive.
+    #[tokio::test]
+    async fn session_idle_and_absolute_timeouts() {
+        let (db, user, settings) = user_with_settings("sess").await;
         let t0 = Utc::now();
         let at = |mins: i64| t0 + Duration::minutes(mins);
         // Active every 20 minutes: alive until the absolute limit.
@@ -506,6 +584,38 @@ mod tests {
             .await
             .unwrap()
             .is_none());
+    }
+
+    /// A resolved session is reused for a short while; signing out through
+    /// this process forgets it at once.
+    #[tokio::test]
+    async fn session_cache() {
+        let (db, user, settings) = user_with_settings("cached").await;
+        let cache = SessionCache::default();
+        let resolve = |t: String| {
+            let (db, settings, cache) = (&db, &settings, &cache);
+            async move {
+                resolve_session_cached(db, settings, cache, &t)
+                    .await
+                    .unwrap()
+            }
+        };
+        let token = create_session(&db, &settings, user.id).await.unwrap();
+        assert_eq!(resolve(token.clone()).await.unwrap().user_id, user.id);
+        // The row is gone, the cached answer stands until forgotten.
+        logout(&db, &token).await.unwrap();
+        assert!(resolve(token.clone()).await.is_some());
+        cache.forget(&token);
+        assert!(resolve(token.clone()).await.is_none());
+        // Everywhere.
+        let (a, b) = (
+            create_session(&db, &settings, user.id).await.unwrap(),
+            create_session(&db, &settings, user.id).await.unwrap(),
+        );
+        assert!(resolve(a.clone()).await.is_some() && resolve(b.clone()).await.is_some());
+        logout_everywhere(&db, user.id).await.unwrap();
+        cache.forget_user(user.id);
+        assert!(resolve(a).await.is_none() && resolve(b).await.is_none());
     }
 
     #[test]

@@ -370,6 +370,52 @@ async fn register_once(
                 .await?;
         }
     }
+    if !created {
+        // Re-sent. The same bytes: nothing to do (idempotent). Different
+        // bytes under the same SOP Instance UID (a corrected instance): the
+        // object under its key was just overwritten, so the index follows
+        // the latest content (its digest names every cached rendering).
+        let replaced = instances::Entity::update_many()
+            .col_expr(instances::Column::Sha256, Expr::value(req.sha256.clone()))
+            .col_expr(
+                instances::Column::Size,
+                Expr::value(i64::try_from(req.size).unwrap_or(i64::MAX)),
+            )
+            .col_expr(
+                instances::Column::SopClassUid,
+                Expr::value(req.sop_class_uid.to_string()),
+            )
+            .col_expr(
+                instances::Column::TransferSyntaxUid,
+                Expr::value(req.transfer_syntax_uid.to_string()),
+            )
+            .col_expr(
+                instances::Column::InstanceNumber,
+                Expr::value(f.instance_number),
+            )
+            .col_expr(instances::Column::Rows, Expr::value(f.rows))
+            .col_expr(instances::Column::Columns, Expr::value(f.columns))
+            .col_expr(
+                instances::Column::NumberOfFrames,
+                Expr::value(f.number_of_frames),
+            )
+            .col_expr(
+                instances::Column::Metadata,
+                Expr::value(req.metadata.to_string()),
+            )
+            .filter(instances::Column::SopInstanceUid.eq(req.sop_instance_uid.as_str()))
+            .filter(instances::Column::SeriesId.eq(series_pk))
+            .filter(instances::Column::ObjectKey.eq(req.object_key.as_str()))
+            .filter(instances::Column::Sha256.ne(req.sha256.as_str()))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if replaced > 0 {
+            tracing::info!(
+                "instance re-sent with different content: index updated to the new object"
+            );
+        }
+    }
     txn.commit().await?;
     Ok(created)
 }

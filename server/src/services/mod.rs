@@ -14,3 +14,4 @@ pub mod render;
 pub mod shares;
 pub mod studies;
 pub mod totp;
+pub mod ttl_cache;

@@ -86,6 +86,21 @@ async fn trail(app: &TestApp) {
         t.await.unwrap();
     }
     assert_eq!(problem(&app.db).await, None);
+    // The server's writer still holds the head it last wrote, made stale
+    // by the other writer: its next append must land after theirs.
+    let before = audit_events::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .len();
+    let _ = app.signed_in_browser("auditee", "auditee password").await;
+    let after = audit_events::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .len();
+    assert!(after > before);
+    assert_eq!(problem(&app.db).await, None);
 
     // Exports.
     let rows = audit::query(&app.db, &audit::Filter::default())

@@ -27,6 +27,26 @@ async fn idempotent_and_guarded(app: &TestApp) {
     assert_eq!(all[0].modalities_in_study, "CT");
     assert_eq!(all[0].study_date, "20240105");
 
+    // The same SOP Instance UID re-sent with different bytes (a corrected
+    // instance): the index follows the new object, counts are unchanged.
+    let corrected = registration(
+        &uids,
+        simple_metadata(&uids, "CT", "P-1"),
+        b"corrected object bytes",
+    );
+    assert_ne!(corrected["sha256"], body["sha256"]);
+    let res = app.register(&corrected).await;
+    assert_eq!(res.status(), 200);
+    let row = server::db::entities::instances::Entity::find()
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(serde_json::json!(row.sha256), corrected["sha256"]);
+    assert_eq!(serde_json::json!(row.size), corrected["size"]);
+    let all = studies::Entity::find().all(&app.db).await.unwrap();
+    assert_eq!(all[0].num_instances, 1);
+
     // Bad or missing token: 401 problem+json, whatever the body.
     for auth in [Some("wrong-token-wrong-token"), None] {
         let mut req = app

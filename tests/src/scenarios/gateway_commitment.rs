@@ -75,8 +75,19 @@ async fn commit(
     Ok(r)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storage_commitment_same_and_new_association() {
+/// moto, mado-server on a fresh bucket, and a gateway configuration with
+/// storage commitment (`timeout_secs`, `delivery_attempts`, the requester
+/// `MODNEW` listening on the returned port).
+async fn setup(
+    timeout_secs: u64,
+    delivery_attempts: u32,
+) -> (
+    crate::moto::Moto,
+    Storage,
+    crate::apps::ServerProc,
+    u16,
+    GatewayConfig,
+) {
     let moto = moto().await.unwrap();
     let bucket = format!("mado-e2e-{}", uuid::Uuid::new_v4().simple());
     let gw_storage = Storage::S3(moto.bucket(&bucket, true));
@@ -91,11 +102,17 @@ async fn storage_commitment_same_and_new_association() {
     let mut g = GatewayConfig::new(&server.base_url, &server.cfg.gateway_token, gw_storage);
     g.extra = fast_upload_retries();
     let commitment: toml::Table = toml::from_str(&format!(
-        "timeout_secs = 4\ndelivery_attempts = 2\nassociation_timeout_secs = 10\n\
-         [peers]\nMODNEW = \"127.0.0.1:{listen}\"\n"
+        "timeout_secs = {timeout_secs}\ndelivery_attempts = {delivery_attempts}\n\
+         association_timeout_secs = 10\n[peers]\nMODNEW = \"127.0.0.1:{listen}\"\n"
     ))
     .unwrap();
     g.extra.insert("commitment".into(), commitment.into());
+    (moto, srv_storage, server, listen, g)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_commitment_same_and_new_association() {
+    let (_moto, srv_storage, _server, listen, g) = setup(4, 2).await;
     let gw = spawn_gateway(g).await.unwrap();
 
     let (_d, set) = samples(&SampleOptions {
@@ -170,4 +187,85 @@ async fn storage_commitment_same_and_new_association() {
     for u in &ct_uids {
         assert!(!text.contains(u.as_str()), "original UID {u} in the logs");
     }
+}
+
+/// (d) A transaction accepted before the gateway is killed (`kill -9`) is
+/// answered after the restart: the N-ACTION names an instance not sent yet,
+/// the gateway dies, comes back on the same spool, receives the instance,
+/// and the report reaches the requester on a new association.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_commitment_survives_a_restart() {
+    let (_moto, srv_storage, _server, listen, mut g) = setup(120, 3).await;
+    let spool_root = tempfile::tempdir().unwrap();
+    let spool = spool_root.path().join("spool");
+    g.spool_dir = Some(spool.clone());
+    let mut gw = spawn_gateway(g.clone()).await.unwrap();
+
+    let (_d, set) = samples(&SampleOptions {
+        ct_slices: 0,
+        ct2_slices: 0,
+        cr_images: 1,
+        seed: 29,
+        japanese: false,
+    })
+    .unwrap();
+    let cr = set.of_modality("CR")[0].clone();
+    let port = gw.dicom_port;
+    let (class, uid) = (cr.sop_class_uid.clone(), cr.sop_instance_uid.clone());
+    let asked = tokio::spawn(async move {
+        commit(
+            port,
+            "MODNEW",
+            &class,
+            std::slice::from_ref(&uid),
+            Some(listen),
+        )
+        .await
+    });
+    let pending = spool.join("commitment-pending");
+    let t0 = std::time::Instant::now();
+    while count_json(&pending) == 0 {
+        assert!(
+            t0.elapsed() < scaled(Duration::from_secs(60)),
+            "transaction never kept\n{}",
+            gw.proc.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the N-ACTION-RSP follows the file at once; let it reach the SCU
+    tokio::time::sleep(scaled(Duration::from_secs(1))).await;
+    gw.proc.kill(); // SIGKILL: the answer is still due
+    drop(gw);
+
+    let gw = spawn_gateway(g).await.unwrap();
+    storescu_ok(std::slice::from_ref(&cr.path), gw.dicom_port).unwrap();
+    let r = asked
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", gw.proc.logs()));
+    assert_eq!(r.action_status, 0, "{r:?}");
+    assert_eq!(r.event_type, Some(1), "{r:?}\n{}", gw.proc.logs());
+    assert_eq!(r.same_association, Some(false), "{r:?}");
+    assert_eq!(r.committed, vec![cr.sop_instance_uid.clone()]);
+    assert_eq!(
+        r.transaction_uid.as_deref(),
+        Some(r.sent_transaction_uid.as_str())
+    );
+    let t0 = std::time::Instant::now();
+    while count_json(&pending) > 0 {
+        assert!(
+            t0.elapsed() < scaled(Duration::from_secs(30)),
+            "answered transaction still kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!srv_storage.list("studies/").await.unwrap().is_empty());
+}
+
+fn count_json(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count()
+    })
 }
