@@ -284,14 +284,14 @@ fn compact(path: &Path, inner: &mut LedgerInner, keep: usize) -> io::Result<()> 
 
 /// One referenced instance (Referenced SOP Class UID, Referenced SOP
 /// Instance UID).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reference {
     pub sop_class: String,
     pub sop_instance: String,
 }
 
 /// A parsed Storage Commitment request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Request {
     pub transaction_uid: String,
     pub references: Vec<Reference>,
@@ -548,32 +548,13 @@ impl PendingAction {
 pub type ReportTx = mpsc::UnboundedSender<Report>;
 pub type ReportRx = mpsc::UnboundedReceiver<Report>;
 
-/// The Storage Commitment service, shared by all associations.
 /// An accepted transaction as kept on disk until answered.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Persisted {
-    transaction_uid: String,
+    request: Request,
     calling_ae: String,
     /// Seconds since the Unix epoch.
     asked_at: u64,
-    /// (SOP Class UID, SOP Instance UID) of each reference.
-    references: Vec<(String, String)>,
-}
-
-impl Persisted {
-    fn request(&self) -> Request {
-        Request {
-            transaction_uid: self.transaction_uid.clone(),
-            references: self
-                .references
-                .iter()
-                .map(|(c, i)| Reference {
-                    sop_class: c.clone(),
-                    sop_instance: i.clone(),
-                })
-                .collect(),
-        }
-    }
 }
 
 fn unix_now() -> u64 {
@@ -582,19 +563,7 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Write `bytes` to `path` durably (tmp, fsync, rename, fsync directory).
-fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("no parent"))?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_data()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
-}
-
+/// The Storage Commitment service, shared by all associations.
 pub struct Commitment {
     ledger: Arc<Ledger>,
     /// Accepted, unanswered transactions (see [`PENDING_DIR`]).
@@ -676,17 +645,12 @@ impl Commitment {
         debug!(transaction_uid = %request.transaction_uid, "storage commitment transaction");
         // Durable before the success status: a restart still answers it.
         let persisted = Persisted {
-            transaction_uid: request.transaction_uid.clone(),
+            request: request.clone(),
             calling_ae: calling_ae.trim().to_string(),
             asked_at: unix_now(),
-            references: request
-                .references
-                .iter()
-                .map(|r| (r.sop_class.clone(), r.sop_instance.clone()))
-                .collect(),
         };
-        let (this, t) = (self.clone(), persisted);
-        let kept = tokio::task::spawn_blocking(move || this.persist(&t))
+        let this = self.clone();
+        let kept = tokio::task::spawn_blocking(move || this.persist(&persisted))
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
         if let Err(e) = kept {
@@ -704,11 +668,13 @@ impl Commitment {
         let asked = tokio::time::Instant::now();
         tokio::spawn(
             async move {
-                let transaction_uid = request.transaction_uid.clone();
                 let outcome = Arc::new(this.resolve(request).await);
                 tokio::time::sleep_until(asked + SAME_ASSOCIATION_GRACE).await;
-                if this.deliver(outcome, pc_id, &ts, &calling_ae, reply).await {
-                    this.forget(&transaction_uid);
+                if this
+                    .deliver(outcome.clone(), pc_id, &ts, &calling_ae, reply)
+                    .await
+                {
+                    this.sent(&outcome);
                 }
             }
             .instrument(span),
@@ -723,7 +689,14 @@ impl Commitment {
 
     fn persist(&self, t: &Persisted) -> io::Result<()> {
         let bytes = serde_json::to_vec(t).map_err(io::Error::other)?;
-        write_durable(&self.pending_path(&t.transaction_uid), &bytes)
+        std::fs::create_dir_all(&self.pending_dir)?;
+        let path = self.pending_path(&t.request.transaction_uid);
+        let tmp = path.with_extension("tmp");
+        let written = crate::spool::write_durable(&tmp, &path, &[&bytes]);
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// The report of `outcome` reached its requester: the transaction is
@@ -772,7 +745,7 @@ impl Commitment {
             let parsed = std::fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Persisted>(&b).ok())
-                .filter(|t| mado_core::Uid::parse(&t.transaction_uid).is_ok());
+                .filter(|t| mado_core::Uid::parse(&t.request.transaction_uid).is_ok());
             let Some(t) = parsed else {
                 warn!(file = %path.display(), "unreadable storage commitment transaction dropped");
                 let _ = std::fs::remove_file(&path);
@@ -784,18 +757,25 @@ impl Commitment {
                     age_secs = age.as_secs(),
                     "storage commitment transaction too old to answer: dropped"
                 );
-                self.forget(&t.transaction_uid);
+                self.forget(&t.request.transaction_uid);
                 continue;
             }
             resumed += 1;
             let this = self.clone();
             let deadline = tokio::time::Instant::now() + self.timeout.saturating_sub(age);
-            let span = info_span!("commitment", instances = t.references.len(), resumed = true);
+            let span = info_span!(
+                "commitment",
+                instances = t.request.references.len(),
+                resumed = true
+            );
             tokio::spawn(
                 async move {
-                    let outcome = Arc::new(this.resolve_until(t.request(), deadline).await);
-                    if this.deliver_new_association(outcome, &t.calling_ae).await {
-                        this.forget(&t.transaction_uid);
+                    let outcome = Arc::new(this.resolve_until(t.request, deadline).await);
+                    if this
+                        .deliver_new_association(outcome.clone(), &t.calling_ae)
+                        .await
+                    {
+                        this.sent(&outcome);
                     }
                 }
                 .instrument(span),

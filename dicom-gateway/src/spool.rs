@@ -696,7 +696,7 @@ fn validate(dataset: &[u8], ts_uid: &str, expected: &Expected<'_>) -> Result<(),
 }
 
 /// Write `parts` to `tmp`, fsync, rename to `dst`, fsync the directory.
-fn write_durable(tmp: &Path, dst: &Path, parts: &[&[u8]]) -> io::Result<()> {
+pub(crate) fn write_durable(tmp: &Path, dst: &Path, parts: &[&[u8]]) -> io::Result<()> {
     let mut f = File::options().write(true).create_new(true).open(tmp)?;
     for p in parts {
         f.write_all(p)?;

@@ -399,7 +399,7 @@ impl Default for StudyIds {
 
 /// The row of the study `uid`, if indexed.
 async fn study_row(state: &AppState, uid: &StudyUid) -> Result<Option<StudyRow>, ApiError> {
-    if let Some(row) = state.study_ids.0.get(&uid.as_str().to_owned()) {
+    if let Some(row) = state.study_ids.0.get(uid.as_str()) {
         return Ok(Some(row));
     }
     let row = studies::Entity::find()

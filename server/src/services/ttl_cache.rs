@@ -4,6 +4,7 @@
 //! trip on every request (sessions, study ids). Bounded by entry count:
 //! when full, expired entries are dropped first, then everything.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -25,7 +26,10 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         }
     }
 
-    pub fn get(&self, k: &K) -> Option<V> {
+    pub fn get<Q: Eq + Hash + ?Sized>(&self, k: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         let map = self.map.lock().ok()?;
         map.get(k)
             .filter(|(at, _)| at.elapsed() < self.ttl)
@@ -46,7 +50,10 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         map.insert(k, (Instant::now(), v));
     }
 
-    pub fn remove(&self, k: &K) {
+    pub fn remove<Q: Eq + Hash + ?Sized>(&self, k: &Q)
+    where
+        K: Borrow<Q>,
+    {
         if let Ok(mut map) = self.map.lock() {
             map.remove(k);
         }
