@@ -77,6 +77,10 @@ impl Gateway {
                 path: cfg.spool.dir.display().to_string(),
                 source,
             })?;
+        spool.start_refill().map_err(|source| GatewayError::Spool {
+            path: cfg.spool.dir.display().to_string(),
+            source,
+        })?;
         let listener =
             TcpListener::bind(&cfg.dicom.bind)
                 .await

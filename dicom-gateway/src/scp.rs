@@ -390,13 +390,36 @@ enum Refusal {
     Spool(SpoolError),
 }
 
+/// What a C-STORE command announced, for the spool (shared with the
+/// blocking tasks that write its file).
+struct Announced {
+    sop_class: String,
+    sop_instance: String,
+    transfer_syntax: String,
+    calling_ae: String,
+}
+
+impl Announced {
+    fn expected(&self) -> Expected<'_> {
+        Expected {
+            sop_class_uid: &self.sop_class,
+            sop_instance_uid: &self.sop_instance,
+            transfer_syntax_uid: &self.transfer_syntax,
+            calling_ae: &self.calling_ae,
+        }
+    }
+}
+
 /// The receiving side of a C-STORE: its data set is streamed into an
 /// `incoming/` spool file as the P-DATA fragments arrive (no assembly of
 /// the whole data set in memory).
 struct Receiving {
     p: PendingStore,
+    announced: Arc<Announced>,
     /// Bytes read from the socket, not yet handed to the spool file.
     chunk: Vec<u8>,
+    /// The spool file, begun with the first full chunk (or at the end of a
+    /// data set smaller than one): `None` before, or once refused.
     file: Option<FileTask>,
     /// Set: the rest of the data set is read and dropped, then this answered.
     refused: Option<Refusal>,
@@ -414,37 +437,44 @@ async fn join_file(task: FileTask) -> Result<(Incoming, Option<Vec<u8>>), SpoolE
 
 impl Receiving {
     /// Hand the filled chunk to the spool file (written on the blocking pool
-    /// while the caller reads on) and continue in an empty buffer.
-    async fn flush(&mut self, spare: &mut Vec<Vec<u8>>) {
+    /// while the caller reads on; the first one begins the file) and
+    /// continue in an empty buffer.
+    async fn flush(&mut self, spool: &Spool, spare: &mut Vec<Vec<u8>>) {
         let next = spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK));
         let mut buf = std::mem::replace(&mut self.chunk, next);
-        let task = match (&self.refused, self.file.take()) {
-            (None, Some(t)) if !buf.is_empty() => t,
-            (_, t) => {
-                self.file = t;
-                buf.clear();
-                spare.push(buf);
-                return;
-            }
-        };
-        match join_file(task).await {
-            Ok((mut inc, old)) => {
-                if let Some(mut old) = old {
-                    old.clear();
-                    spare.push(old);
-                }
-                self.file = Some(tokio::task::spawn_blocking(move || {
-                    inc.write(&buf)?;
-                    Ok((inc, Some(buf)))
-                }));
-            }
-            Err(e) => {
-                // e.g. disk full: keep reading the data set, answer 0xA7xx
-                self.refused = Some(Refusal::Spool(e));
-                buf.clear();
-                spare.push(buf);
-            }
+        if self.refused.is_some() || buf.is_empty() {
+            buf.clear();
+            spare.push(buf);
+            return;
         }
+        let inc = match self.file.take() {
+            None => None,
+            Some(task) => match join_file(task).await {
+                Ok((inc, old)) => {
+                    if let Some(mut old) = old {
+                        old.clear();
+                        spare.push(old);
+                    }
+                    Some(inc)
+                }
+                Err(e) => {
+                    // e.g. disk full: keep reading the data set, answer 0xA7xx
+                    self.refused = Some(Refusal::Spool(e));
+                    buf.clear();
+                    spare.push(buf);
+                    return;
+                }
+            },
+        };
+        let (spool, announced) = (spool.clone(), self.announced.clone());
+        self.file = Some(tokio::task::spawn_blocking(move || {
+            let mut inc = match inc {
+                Some(inc) => inc,
+                None => spool.begin(&announced.expected())?,
+            };
+            inc.write(&buf)?;
+            Ok((inc, Some(buf)))
+        }));
     }
 }
 
@@ -720,7 +750,7 @@ impl Session<'_> {
             left -= n;
             rx.received += n as u64;
             if rx.chunk.len() >= CHUNK {
-                rx.flush(&mut self.spare).await;
+                rx.flush(&self.scp.spool, &mut self.spare).await;
             }
         }
         if is_last {
@@ -798,24 +828,11 @@ impl Session<'_> {
                 } else {
                     None
                 };
-                // create the spool file while the data set starts to arrive
-                let file = refused.is_none().then(|| {
-                    let spool = self.scp.spool.clone();
-                    let (class, inst, ts, ae) = (
-                        p.sop_class.clone(),
-                        p.sop_instance.clone(),
-                        p.transfer_syntax.clone(),
-                        self.calling_ae.clone(),
-                    );
-                    tokio::task::spawn_blocking(move || {
-                        let inc = spool.begin(&Expected {
-                            sop_class_uid: &class,
-                            sop_instance_uid: &inst,
-                            transfer_syntax_uid: &ts,
-                            calling_ae: &ae,
-                        })?;
-                        Ok((inc, None))
-                    })
+                let announced = Arc::new(Announced {
+                    sop_class: p.sop_class.clone(),
+                    sop_instance: p.sop_instance.clone(),
+                    transfer_syntax: p.transfer_syntax.clone(),
+                    calling_ae: self.calling_ae.clone(),
                 });
                 let chunk = self
                     .spare
@@ -823,8 +840,9 @@ impl Session<'_> {
                     .unwrap_or_else(|| Vec::with_capacity(CHUNK));
                 self.pending = Some(Receiving {
                     p,
+                    announced,
                     chunk,
-                    file,
+                    file: None,
                     refused,
                     received: 0,
                 });
@@ -847,33 +865,33 @@ impl Session<'_> {
         let size = rx.received;
         let tail = std::mem::take(&mut rx.chunk);
         let p = rx.p;
-        let result = match (rx.refused, rx.file) {
-            (Some(Refusal::Status(status)), _) => Err(status),
-            (Some(Refusal::Spool(e)), _) => Err(refused(p.message_id, &e)),
-            (None, None) => Err(dimse::STATUS_CANNOT_UNDERSTAND),
-            (None, Some(task)) => {
+        let result = match rx.refused {
+            Some(Refusal::Status(status)) => Err(status),
+            Some(Refusal::Spool(e)) => Err(refused(p.message_id, &e)),
+            None => {
                 // the tail, the head check and fdatasync in one blocking
-                // step; then the group commit (rename + directory fsync)
-                let (class, inst, ts, ae) = (
-                    p.sop_class.clone(),
-                    p.sop_instance.clone(),
-                    p.transfer_syntax.clone(),
-                    self.calling_ae.clone(),
-                );
-                let finished = match join_file(task).await {
-                    Ok((mut inc, old)) => {
+                // step (which also begins a file smaller than a chunk);
+                // then the group commit (rename + directory fsync)
+                let begun = match rx.file {
+                    None => Ok(None),
+                    Some(task) => join_file(task).await.map(|(inc, old)| {
                         if let Some(mut old) = old {
                             old.clear();
                             self.spare.push(old);
                         }
+                        Some(inc)
+                    }),
+                };
+                let finished = match begun {
+                    Ok(inc) => {
+                        let (spool, announced) = (self.scp.spool.clone(), rx.announced);
                         let done = tokio::task::spawn_blocking(move || {
+                            let mut inc = match inc {
+                                Some(inc) => inc,
+                                None => spool.begin(&announced.expected())?,
+                            };
                             inc.write(&tail)?;
-                            inc.finish(&Expected {
-                                sop_class_uid: &class,
-                                sop_instance_uid: &inst,
-                                transfer_syntax_uid: &ts,
-                                calling_ae: &ae,
-                            })?;
+                            inc.finish(&announced.expected())?;
                             Ok((inc, tail))
                         });
                         join_file_done(done).await

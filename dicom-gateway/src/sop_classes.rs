@@ -4,6 +4,12 @@
 //! (every SOP class whose name contains "Storage", except Storage
 //! Commitment and the Media Storage Directory). Unknown SOP classes are
 //! rejected at association negotiation (abstract syntax not supported).
+//!
+//! That table is private to the crate, so it cannot be enumerated at run
+//! time; the test `table_is_the_dictionarys_storage_classes` reads it from
+//! the dependency's source (located with `cargo metadata`) and fails when
+//! this file differs. `MADO_REGENERATE_SOP_CLASSES=1 cargo test -p
+//! dicom-gateway --lib sop_classes` rewrites this file from it.
 
 /// (SOP Class UID, name)
 pub const STORAGE_SOP_CLASSES: &[(&str, &str)] = &[
@@ -744,3 +750,148 @@ pub const STORAGE_SOP_CLASSES: &[(&str, &str)] = &[
     ),
     ("1.2.840.10008.5.1.4.45.1", "Implant Template Group Storage"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::STORAGE_SOP_CLASSES;
+    use dicom_core::dictionary::{UidDictionary, UidDictionaryEntry};
+    use dicom_dictionary_std::StandardSopClassDictionary;
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+
+    #[test]
+    fn every_entry_is_a_dictionary_sop_class_with_its_name() {
+        for (uid, name) in STORAGE_SOP_CLASSES {
+            let e = StandardSopClassDictionary
+                .by_uid(uid)
+                .unwrap_or_else(|| panic!("{uid} is not in the standard SOP class dictionary"));
+            assert_eq!(e.name(), *name, "{uid}");
+        }
+    }
+
+    /// Source of the `dicom-dictionary-std` this workspace builds with.
+    fn dictionary_source() -> PathBuf {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        // this platform's packages only: they are the ones downloaded
+        let rustc = std::process::Command::new("rustc").arg("-vV").output();
+        let host = rustc
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|v| {
+                v.lines()
+                    .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+            })
+            .expect("rustc -vV names the host");
+        let out = std::process::Command::new(cargo)
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--offline",
+                "--filter-platform",
+            ])
+            .arg(host)
+            .arg("--manifest-path")
+            .arg(manifest)
+            .output()
+            .expect("cargo metadata");
+        assert!(
+            out.status.success(),
+            "cargo metadata: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+        let pkgs = meta["packages"].as_array().expect("packages");
+        let pkg = pkgs
+            .iter()
+            .find(|p| p["name"] == "dicom-dictionary-std")
+            .expect("dicom-dictionary-std among the dependencies");
+        let manifest = PathBuf::from(pkg["manifest_path"].as_str().expect("manifest_path"));
+        manifest.with_file_name("src").join("uids.rs")
+    }
+
+    /// (uid, name) of every storage SOP class of the dictionary's table.
+    fn dictionary_storage_classes() -> (Vec<(String, String)>, String) {
+        let path = dictionary_source();
+        let text = std::fs::read_to_string(&path).expect("dictionary source");
+        let start = text
+            .find("const SOP_CLASSES: &[E] = &[")
+            .expect("SOP_CLASSES table in the dictionary source");
+        let table = &text[start..];
+        let table = &table[..table.find("];").expect("end of SOP_CLASSES")];
+        let mut v = Vec::new();
+        for line in table.lines() {
+            let Some(args) = line.trim().strip_prefix("E::new(") else {
+                continue;
+            };
+            let quoted: Vec<&str> = args.split('"').skip(1).step_by(2).collect();
+            let [uid, name, ..] = quoted[..] else {
+                panic!("unexpected entry {line}");
+            };
+            let excluded = name.starts_with("Storage Commitment")
+                || uid == dicom_dictionary_std::uids::MEDIA_STORAGE_DIRECTORY_STORAGE;
+            if name.contains("Storage") && !excluded {
+                v.push((uid.to_string(), name.to_string()));
+            }
+        }
+        v.sort();
+        let version = path
+            .parent()
+            .and_then(|p| p.parent())
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (v, version)
+    }
+
+    #[test]
+    fn table_is_the_dictionarys_storage_classes() {
+        let (want, version) = dictionary_storage_classes();
+        assert!(
+            want.len() > 100,
+            "only {} storage classes found",
+            want.len()
+        );
+        let have: BTreeSet<(String, String)> = STORAGE_SOP_CLASSES
+            .iter()
+            .map(|(u, n)| (u.to_string(), n.to_string()))
+            .collect();
+        let want_set: BTreeSet<(String, String)> = want.iter().cloned().collect();
+        if have == want_set {
+            return;
+        }
+        if std::env::var_os("MADO_REGENERATE_SOP_CLASSES").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/sop_classes.rs");
+            let text = std::fs::read_to_string(path).expect("sop_classes.rs");
+            let start = text.find("/// (SOP Class UID, name)").expect("table start");
+            let end = text.find("#[cfg(test)]").expect("tests");
+            let mut table = String::from(
+                "/// (SOP Class UID, name)\npub const STORAGE_SOP_CLASSES: &[(&str, &str)] = &[\n",
+            );
+            for (uid, name) in &want {
+                table.push_str(&format!("    ({uid:?}, {name:?}),\n"));
+            }
+            table.push_str("];\n\n");
+            let version = version.trim_start_matches("dicom-dictionary-std-");
+            let head: String = text[..start]
+                .lines()
+                .map(|l| match l.strip_prefix("//! Generated from the SOP class table of") {
+                    Some(_) => format!(
+                        "//! Generated from the SOP class table of `dicom-dictionary-std` {version}\n"
+                    ),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            std::fs::write(path, format!("{head}{table}{}", &text[end..])).expect("write");
+            eprintln!("sop_classes.rs regenerated from {version}; run cargo fmt");
+            return;
+        }
+        let missing: Vec<_> = want_set.difference(&have).collect();
+        let extra: Vec<_> = have.difference(&want_set).collect();
+        panic!(
+            "the table differs from {version}: missing {missing:#?}, not in the dictionary {extra:#?}; \
+             regenerate with MADO_REGENERATE_SOP_CLASSES=1 cargo test -p dicom-gateway --lib sop_classes"
+        );
+    }
+}

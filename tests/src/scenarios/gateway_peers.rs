@@ -6,7 +6,9 @@
 //! - every file of PyPI `pydicom-data` that is a valid storage instance is
 //!   sent with dcmtk `dcmsend` in its own transfer syntax and arrives in the
 //!   store with the same transfer syntax and bit-identical Pixel Data, or in
-//!   the quarantine when the screening policy says burned-in PHI;
+//!   the quarantine when the screening policy says burned-in PHI (the
+//!   Explicit VR Big Endian files, which dcmsend would convert, go with
+//!   pynetdicom in their own syntax and must be stored big-endian);
 //! - dcmtk `dcmsend` and pynetdicom as plain senders.
 
 use super::common::*;
@@ -374,6 +376,8 @@ async fn dcmsend_and_pynetdicom_send_to_the_gateway() {
 /// Pixel Data element (native bytes, or offset table + every fragment).
 type Fingerprint = (String, String, u64);
 
+const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+
 #[derive(Debug, Clone)]
 struct Candidate {
     name: String,
@@ -681,12 +685,39 @@ async fn pydicom_data_arrives_bit_exact_or_quarantined() {
     let mut expected: BTreeMap<String, Candidate> = BTreeMap::new();
     let mut sent_quarantine: Vec<Candidate> = Vec::new();
     let mut converted = 0;
+    let mut big_endian = 0;
     let mut studies: BTreeMap<String, usize> = BTreeMap::new();
     let mut compared = 0;
     let mut not_sent: BTreeSet<PathBuf> = BTreeSet::new();
     for (i, round) in rounds.iter().enumerate() {
-        let paths: Vec<PathBuf> = round.iter().map(|c| c.path.clone()).collect();
-        let (sent, log) = dcmsend(&paths, gw.dicom_port).unwrap();
+        // dcmsend converts Explicit VR Big Endian to Little Endian on the
+        // way; pynetdicom proposes and sends each file's own syntax, so the
+        // big-endian files travel (and must be stored) as big-endian
+        let (be, le): (Vec<&Candidate>, Vec<&Candidate>) = round
+            .iter()
+            .copied()
+            .partition(|c| c.fp.1 == EXPLICIT_VR_BIG_ENDIAN);
+        let paths: Vec<PathBuf> = le.iter().map(|c| c.path.clone()).collect();
+        let (mut sent, log) = if paths.is_empty() {
+            (Vec::new(), String::new())
+        } else {
+            dcmsend(&paths, gw.dicom_port).unwrap()
+        };
+        if !be.is_empty() {
+            let paths: Vec<PathBuf> = be.iter().map(|c| c.path.clone()).collect();
+            let summary = pynetdicom_send(&paths, gw.dicom_port).unwrap();
+            assert_eq!(
+                summary["success"].as_u64(),
+                Some(be.len() as u64),
+                "{summary}"
+            );
+            big_endian += be.len();
+            sent.extend(be.iter().map(|c| Sent {
+                file: c.path.clone(),
+                status: "0x0000: Success".into(),
+                network_ts: c.fp.1.clone(),
+            }));
+        }
         let mut problems = Vec::new();
         for c in round {
             match sent.iter().find(|s| s.file == c.path) {
@@ -803,7 +834,7 @@ async fn pydicom_data_arrives_bit_exact_or_quarantined() {
         "pydicom-data: {} files; {} valid storage instances sent with dcmsend in {} rounds; \
          {compared} compared bit-exact in the store ({} objects); {} quarantined as expected; \
          {} skipped ({} of them unreadable by dcmsend); {converted} converted by dcmsend \
-         to Explicit VR LE; {:?}",
+         to Explicit VR LE; {big_endian} sent and stored as Explicit VR BE by pynetdicom; {:?}",
         files.len(),
         valid.len() - not_sent.len(),
         rounds.len(),
