@@ -550,9 +550,7 @@ impl Incoming {
         self.file.write_all(data)?;
         let offset = self.header_len + self.written;
         self.written += data.len() as u64;
-        if early_writeback() {
-            start_writeback(&self.file, offset, data.len() as u64);
-        }
+        start_writeback(&self.file, offset, data.len() as u64);
         Ok(())
     }
 
@@ -616,11 +614,6 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
         NonZeroU64::new(len),
         rustix::fs::Advice::DontNeed,
     );
-}
-
-fn early_writeback() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("MADO_SPOOL_NO_EARLY_WRITEBACK").is_none())
 }
 
 /// Walk every element header of the data set in `path` (from byte `start`,

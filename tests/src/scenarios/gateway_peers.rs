@@ -831,7 +831,7 @@ async fn pydicom_data_arrives_bit_exact_or_quarantined() {
         .await
         .unwrap();
     eprintln!(
-        "pydicom-data: {} files; {} valid storage instances sent with dcmsend in {} rounds; \
+        "pydicom-data: {} files; {} valid storage instances sent (dcmsend; pynetdicom for big-endian) in {} rounds; \
          {compared} compared bit-exact in the store ({} objects); {} quarantined as expected; \
          {} skipped ({} of them unreadable by dcmsend); {converted} converted by dcmsend \
          to Explicit VR LE; {big_endian} sent and stored as Explicit VR BE by pynetdicom; {:?}",
