@@ -81,12 +81,20 @@ wait_port() { # port timeout_s
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # ------------------------------------------------------------ disk + data
-log "disk bandwidth (dd conv=fdatasync, 512 MiB) in $TMP"
-# dd prints "... copied, S s, X MB/s": recompute from bytes/seconds (unit-proof)
-DD_LINE=$(dd if=/dev/zero of="$TMP/dd.bin" bs=1M count=512 conv=fdatasync 2>&1 | grep copied)
-rm -f "$TMP/dd.bin"
-DD_MBS=$(awk -v l="$DD_LINE" 'BEGIN { split(l, a, " "); for (i = 1; i in a; i++) if (a[i] == "s,") s = a[i-1]; printf "%.0f", a[1] / s / 1e6 }')
-log "dd: $DD_MBS MB/s"
+# dd prints "... copied, S s, X MB/s": recompute from bytes/seconds (unit-proof).
+# The disk's speed swings from minute to minute on shared machines: dd runs
+# once before every round and the table uses the median.
+DD_RUNS=()
+measure_dd() {
+  local line mbs
+  line=$(dd if=/dev/zero of="$TMP/dd.bin" bs=1M count=512 conv=fdatasync 2>&1 | grep copied)
+  rm -f "$TMP/dd.bin"
+  mbs=$(awk -v l="$line" 'BEGIN { split(l, a, " "); for (i = 1; i in a; i++) if (a[i] == "s,") s = a[i-1]; printf "%.0f", a[1] / s / 1e6 }')
+  DD_RUNS+=("$mbs")
+  DD_MBS=$(printf '%s\n' "${DD_RUNS[@]}" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+  log "dd conv=fdatasync (512 MiB) in $TMP: $mbs MB/s"
+}
+measure_dd
 
 log "generating a ${SLICES}-slice CT"
 "$SAMPLES" --out "$TMP/samples" --ct-slices "$SLICES" --ct2-slices 0 --cr-images 0 --ascii-only >/dev/null
@@ -292,6 +300,7 @@ fi
 # every row alike
 for ((round = 1; round <= ROUNDS; round++)); do
   log "round $round of $ROUNDS"
+  [ "$round" = 1 ] || measure_dd
   for n in 1 4; do
     run_storescp "$n"
     run_orthanc "$n"
@@ -302,8 +311,8 @@ done
 
 # ------------------------------------------------------------ table
 MB=$(awk -v b="$BYTES" 'BEGIN { printf "%.1f", b / 1e6 }')
-printf '\n%s instances (%s MB) of 512x512 16-bit CT; dd conv=fdatasync: %s MB/s; %s; load average %s; e2e store: %s; median of %s rounds\n' \
-  "$N" "$MB" "$DD_MBS" "$(nproc) cores" "$(cut -d' ' -f1-3 /proc/loadavg)" "$S3_MODE" "$ROUNDS"
+printf '\n%s instances (%s MB) of 512x512 16-bit CT; dd conv=fdatasync: %s MB/s (median of %s: %s); %s; load average %s; e2e store: %s; median of %s rounds\n' \
+  "$N" "$MB" "$DD_MBS" "${#DD_RUNS[@]}" "${DD_RUNS[*]}" "$(nproc) cores" "$(cut -d' ' -f1-3 /proc/loadavg)" "$S3_MODE" "$ROUNDS"
 printf '%-13s %5s %8s %9s %8s %10s %11s %8s %9s\n' scp assoc "time s" "inst/s" "MB/s" "vs orthanc" "vs storescp" "% of dd" "drain s"
 for n in 1 4; do
   for name in storescp orthanc gateway e2e; do
