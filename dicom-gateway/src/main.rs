@@ -43,6 +43,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    mado_core::no_library_backtraces();
     let cli = Cli::parse();
     let cfg = match GatewayConfig::load(cli.config.as_deref()) {
         Ok(c) => c,

@@ -74,6 +74,7 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
+    mado_core::no_library_backtraces();
     let cli = Cli::parse();
     telemetry::init();
     let settings = match Settings::load(cli.config.as_deref()) {
