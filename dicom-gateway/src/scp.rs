@@ -367,10 +367,7 @@ impl Scp {
 struct PendingStore {
     pc_id: u8,
     message_id: u16,
-    sop_class: String,
-    sop_instance: String,
-    transfer_syntax: String,
-    abstract_syntax: String,
+    announced: Arc<Announced>,
 }
 
 /// P-DATA-TF PDU type (PS3.8 9.3.5).
@@ -415,7 +412,6 @@ impl Announced {
 /// the whole data set in memory).
 struct Receiving {
     p: PendingStore,
-    announced: Arc<Announced>,
     /// Bytes read from the socket, not yet handed to the spool file.
     chunk: Vec<u8>,
     /// The spool file, begun with the first full chunk (or at the end of a
@@ -466,7 +462,7 @@ impl Receiving {
                 }
             },
         };
-        let (spool, announced) = (spool.clone(), self.announced.clone());
+        let (spool, announced) = (spool.clone(), self.p.announced.clone());
         self.file = Some(tokio::task::spawn_blocking(move || {
             let mut inc = match inc {
                 Some(inc) => inc,
@@ -807,19 +803,22 @@ impl Session<'_> {
                 let p = PendingStore {
                     pc_id,
                     message_id: cmd.message_id,
-                    sop_class: cmd.affected_sop_class.unwrap_or_default(),
-                    sop_instance: cmd.affected_sop_instance.unwrap_or_default(),
-                    transfer_syntax: pc.transfer_syntax.clone(),
-                    abstract_syntax: pc.abstract_syntax.clone(),
+                    announced: Arc::new(Announced {
+                        sop_class: cmd.affected_sop_class.unwrap_or_default(),
+                        sop_instance: cmd.affected_sop_instance.unwrap_or_default(),
+                        transfer_syntax: pc.transfer_syntax.clone(),
+                        calling_ae: self.calling_ae.clone(),
+                    }),
                 };
+                let a = &p.announced;
                 let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
-                let refused = if trim(&p.sop_class) != trim(&p.abstract_syntax) {
+                let refused = if trim(&a.sop_class) != trim(&pc.abstract_syntax) {
                     warn!(
                         message_id = p.message_id,
                         "affected SOP class differs from the presentation context"
                     );
                     Some(Refusal::Status(dimse::STATUS_SOP_CLASS_NOT_SUPPORTED))
-                } else if p.sop_instance.is_empty() {
+                } else if a.sop_instance.is_empty() {
                     warn!(
                         message_id = p.message_id,
                         "C-STORE-RQ without Affected SOP Instance UID"
@@ -828,19 +827,12 @@ impl Session<'_> {
                 } else {
                     None
                 };
-                let announced = Arc::new(Announced {
-                    sop_class: p.sop_class.clone(),
-                    sop_instance: p.sop_instance.clone(),
-                    transfer_syntax: p.transfer_syntax.clone(),
-                    calling_ae: self.calling_ae.clone(),
-                });
                 let chunk = self
                     .spare
                     .pop()
                     .unwrap_or_else(|| Vec::with_capacity(CHUNK));
                 self.pending = Some(Receiving {
                     p,
-                    announced,
                     chunk,
                     file: None,
                     refused,
@@ -884,7 +876,7 @@ impl Session<'_> {
                 };
                 let finished = match begun {
                     Ok(inc) => {
-                        let (spool, announced) = (self.scp.spool.clone(), rx.announced);
+                        let (spool, announced) = (self.scp.spool.clone(), p.announced.clone());
                         let done = tokio::task::spawn_blocking(move || {
                             let mut inc = match inc {
                                 Some(inc) => inc,
@@ -916,7 +908,7 @@ impl Session<'_> {
                 debug!(
                     message_id = p.message_id,
                     spool_id = %spool_id,
-                    sop_class = %p.sop_class.trim_end_matches(['\0', ' ']),
+                    sop_class = %p.announced.sop_class.trim_end_matches(['\0', ' ']),
                     bytes = size,
                     "instance spooled"
                 );
@@ -936,7 +928,8 @@ impl Session<'_> {
             metrics::counter!(crate::admin::names::INSTANCES_REFUSED, "status" => format!("{status:#06X}"))
                 .increment(1);
         }
-        let rsp = dimse::store_response(p.message_id, &p.sop_class, &p.sop_instance, status)?;
+        let a = &p.announced;
+        let rsp = dimse::store_response(p.message_id, &a.sop_class, &a.sop_instance, status)?;
         send_command(assoc, p.pc_id, rsp).await
     }
 }

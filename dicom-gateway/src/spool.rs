@@ -178,11 +178,7 @@ impl Spool {
             // a crash between the rename into free/ and the truncation
             let emptied = match e.metadata() {
                 Ok(m) if m.len() == 0 => Ok(()),
-                _ => File::options()
-                    .write(true)
-                    .truncate(true)
-                    .open(e.path())
-                    .map(drop),
+                _ => open_emptied(&e.path()).map(drop),
             };
             if emptied.is_err() || names.len() >= FREE_TARGET {
                 let _ = fs::remove_file(e.path());
@@ -194,7 +190,8 @@ impl Spool {
         // made now rather than while the first instances arrive (a few
         // hundred milliseconds at worst); best effort (e.g. a full disk)
         let dir = s.free_dir();
-        while s.free.len() < free_target(&dir) {
+        let target = free_target(&dir);
+        while s.free.len() < target {
             if make_free_file(&dir, &s.free).is_err() {
                 break;
             }
@@ -234,7 +231,7 @@ impl Spool {
     fn take_free(&self, tmp: &Path) -> Option<File> {
         while let Some(name) = self.free.pop() {
             if fs::rename(self.free_dir().join(&name), tmp).is_ok() {
-                match File::options().write(true).truncate(true).open(tmp) {
+                match open_emptied(tmp) {
                     Ok(f) => return Some(f),
                     Err(_) => {
                         let _ = fs::remove_file(tmp);
@@ -450,7 +447,7 @@ impl Spool {
         };
         sync_dir(&self.pending())?;
         if recycled {
-            let emptied = File::options().write(true).truncate(true).open(&free);
+            let emptied = open_emptied(&free);
             if emptied.is_err() || !self.free.push(id.to_string()) {
                 fs::remove_file(&free)?;
             }
@@ -488,6 +485,12 @@ fn free_target(dir: &Path) -> usize {
         Ok(st) if st.f_files > 0 => FREE_TARGET.min(usize::try_from(st.f_favail / 4).unwrap_or(0)),
         _ => FREE_TARGET,
     }
+}
+
+/// `path` opened for writing and truncated: a recycled spool file keeps
+/// nothing of the instance it held.
+fn open_emptied(path: &Path) -> io::Result<File> {
+    File::options().write(true).truncate(true).open(path)
 }
 
 fn make_free_file(dir: &Path, free: &FreeFiles) -> io::Result<()> {

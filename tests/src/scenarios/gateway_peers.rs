@@ -376,8 +376,6 @@ async fn dcmsend_and_pynetdicom_send_to_the_gateway() {
 /// Pixel Data element (native bytes, or offset table + every fragment).
 type Fingerprint = (String, String, u64);
 
-const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
-
 #[derive(Debug, Clone)]
 struct Candidate {
     name: String,
@@ -693,10 +691,9 @@ async fn pydicom_data_arrives_bit_exact_or_quarantined() {
         // dcmsend converts Explicit VR Big Endian to Little Endian on the
         // way; pynetdicom proposes and sends each file's own syntax, so the
         // big-endian files travel (and must be stored) as big-endian
-        let (be, le): (Vec<&Candidate>, Vec<&Candidate>) = round
-            .iter()
-            .copied()
-            .partition(|c| c.fp.1 == EXPLICIT_VR_BIG_ENDIAN);
+        let (be, le): (Vec<&Candidate>, Vec<&Candidate>) = round.iter().copied().partition(|c| {
+            c.fp.1 == dicom_transfer_syntax_registry::entries::EXPLICIT_VR_BIG_ENDIAN.uid()
+        });
         let paths: Vec<PathBuf> = le.iter().map(|c| c.path.clone()).collect();
         let (mut sent, log) = if paths.is_empty() {
             (Vec::new(), String::new())
