@@ -5,6 +5,7 @@
 pub mod fhir;
 pub mod hl7;
 pub mod model;
+pub mod pdf;
 pub mod templates;
 mod uid;
 
