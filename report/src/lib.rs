@@ -2,6 +2,7 @@
 //! PDF objects, FHIR R4 DiagnosticReport, HL7 v2 ORU^R01 with MLLP, and report templates.
 //! Pure functions: no network, no database (the MLLP helpers work on any `Read + Write`).
 
+pub mod dicom;
 pub mod fhir;
 pub mod hl7;
 pub mod model;
