@@ -102,7 +102,10 @@ impl LoadedFont {
         let metrics = f.glyph_metrics(FontSize::unscaled(), LocationRef::default());
         text.char_indices()
             .map(|(i, c)| {
-                let gid = cmap.map(c).unwrap_or_default();
+                // Japanese fonts draw U+005C as a yen sign: show the fullwidth reverse solidus
+                // glyph instead (the text behind it, for copy and search, stays `\`)
+                let shown = if c == '\\' { '\u{FF3C}' } else { c };
+                let gid = cmap.map(shown).or_else(|| cmap.map(c)).unwrap_or_default();
                 let adv = metrics.advance_width(gid).unwrap_or(0.0) / self.upem;
                 KrillaGlyph {
                     glyph_id: GlyphId::new(gid.to_u32()),

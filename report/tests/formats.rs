@@ -263,6 +263,8 @@ fn pdf_has_japanese_text_embedded_font_and_the_jpeg_as_is() {
         "Length12.3mm",
         "未校正",
         "ACC123",
+        // escaped nowhere, drawn with the fullwidth glyph, extracted as typed
+        "pipes^carets&amps~tildes\\backslash.",
     ] {
         assert!(flat.contains(want), "{want} not in:\n{text}");
     }
