@@ -5,7 +5,9 @@
 //!   Recommendations sections (CID 7001 headings, CID 7002 TEXT items), key images as IMAGE
 //!   items, and an "Imaging Measurements" container whose Measurement Groups follow TID 1501
 //!   (tracking identifier + UID, NUM with UCUM units → INFERRED FROM SCOORD → SELECTED FROM
-//!   IMAGE), the pattern OHIF's SR reader understands;
+//!   IMAGE);
+//! - the same measurement groups as a **TID 1500 Imaging Measurement Report** of their own
+//!   (OHIF loads only TID 1500 SRs and draws their SCOORDs on the images);
 //! - an **Encapsulated PDF** (1.2.840.10008.5.1.4.1.1.104.1) holding the rendered PDF.
 //!
 //! Each gets its own new series in the report's study; Series and SOP Instance UIDs are
@@ -33,6 +35,7 @@ pub const MAX_PDF_BYTES: usize = 32 * 1024 * 1024;
 /// Series numbers of the report series (high, to sort after the images).
 pub const SR_SERIES_NUMBER: i32 = 9901;
 pub const PDF_SERIES_NUMBER: i32 = 9902;
+pub const MEASUREMENT_SERIES_NUMBER: i32 = 9903;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DicomError {
@@ -49,6 +52,14 @@ pub fn sr_uids(report_id: &str, version: u32) -> (String, String) {
     (
         derived(report_id, version, "sr-series"),
         derived(report_id, version, "sr-instance"),
+    )
+}
+
+/// Series and SOP Instance UID of the TID 1500 measurement report of a report version.
+pub fn measurement_report_uids(report_id: &str, version: u32) -> (String, String) {
+    (
+        derived(report_id, version, "measurements-series"),
+        derived(report_id, version, "measurements-instance"),
     )
 }
 
@@ -94,6 +105,12 @@ const ADDENDUM: Code = ("121078", "DCM", "Addendum");
 const COMMENT: Code = ("121106", "DCM", "Comment");
 const KEY_IMAGES: Code = ("121180", "DCM", "Key Images");
 const BEST_ILLUSTRATION: Code = ("121080", "DCM", "Best illustration of finding");
+const MEASUREMENT_REPORT: Code = ("126000", "DCM", "Imaging Measurement Report");
+const LANGUAGE: Code = ("121049", "DCM", "Language of Content Item and Descendants");
+const PROCEDURE_REPORTED: Code = ("121058", "DCM", "Procedure reported");
+const IMAGING_PROCEDURE: Code = ("363679005", "SCT", "Imaging procedure");
+const IMAGE_LIBRARY: Code = ("111028", "DCM", "Image Library");
+const IMAGE_LIBRARY_GROUP: Code = ("126200", "DCM", "Image Library Group");
 const IMAGING_MEASUREMENTS: Code = ("126010", "DCM", "Imaging Measurements");
 const MEASUREMENT_GROUP: Code = ("125007", "DCM", "Measurement Group");
 const TRACKING_ID: Code = ("112039", "DCM", "Tracking Identifier");
@@ -341,18 +358,38 @@ fn common(report: &Report, sop_class: &str, series_uid: &str, sop_uid: &str) -> 
     ])
 }
 
-/// The Comprehensive SR (TID 2000) of a report version; the report is validated first.
-pub fn sr(report: &Report) -> Result<InMemDicomObject, DicomError> {
-    report.validate()?;
-    let (series_uid, sop_uid) = sr_uids(&report.report_id, report.version);
+/// Which SR document of a report version.
+#[derive(Clone, Copy)]
+enum SrKind {
+    /// TID 2000, the report.
+    Report,
+    /// TID 1500, the measurements (what OHIF displays).
+    Measurements,
+}
+
+impl SrKind {
+    fn uids(self, report_id: &str, version: u32) -> (String, String) {
+        match self {
+            SrKind::Report => sr_uids(report_id, version),
+            SrKind::Measurements => measurement_report_uids(report_id, version),
+        }
+    }
+}
+
+/// Patient, study, series, SR Document General and evidence of an SR document.
+fn sr_header(report: &Report, kind: SrKind) -> InMemDicomObject {
+    let (series_uid, sop_uid) = kind.uids(&report.report_id, report.version);
     let mut o = common(report, COMPREHENSIVE_SR, &series_uid, &sop_uid);
     o.put(el(tags::MODALITY, VR::CS, "SR"));
-    o.put(el(
-        tags::SERIES_NUMBER,
-        VR::IS,
-        SR_SERIES_NUMBER.to_string(),
-    ));
-    o.put(el(tags::SERIES_DESCRIPTION, VR::LO, "Imaging report (SR)"));
+    let (number, description) = match kind {
+        SrKind::Report => (SR_SERIES_NUMBER, "Imaging report (SR)"),
+        SrKind::Measurements => (
+            MEASUREMENT_SERIES_NUMBER,
+            "Imaging report measurements (SR)",
+        ),
+    };
+    o.put(el(tags::SERIES_NUMBER, VR::IS, number.to_string()));
+    o.put(el(tags::SERIES_DESCRIPTION, VR::LO, description));
     o.put(seq(
         tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
         vec![],
@@ -400,7 +437,7 @@ pub fn sr(report: &Report) -> Result<InMemDicomObject, DicomError> {
         o.put(seq(tags::VERIFYING_OBSERVER_SEQUENCE, vec![observer]));
     }
     if report.status == ReportStatus::Amended {
-        let (ps, pi) = sr_uids(&report.report_id, report.version - 1);
+        let (ps, pi) = kind.uids(&report.report_id, report.version - 1);
         o.put(seq(
             tags::PREDECESSOR_DOCUMENTS_SEQUENCE,
             vec![hierarchical(
@@ -429,44 +466,65 @@ pub fn sr(report: &Report) -> Result<InMemDicomObject, DicomError> {
             vec![hierarchical(&report.study.study_instance_uid, &evidence)],
         ));
     }
+    o
+}
 
-    // SR Document Content: the root container (TID 2000)
-    o.put(el(tags::VALUE_TYPE, VR::CS, "CONTAINER"));
-    o.put(seq(
-        tags::CONCEPT_NAME_CODE_SEQUENCE,
-        vec![code_of(REPORT_TITLE)],
+/// The observer context (TID 1002) and procedure study UID, first children of both roots.
+fn observer_context(report: &Report) -> Vec<InMemDicomObject> {
+    let mut root = Vec::new();
+    let mut c = item("HAS OBS CONTEXT", "CODE", Some(OBSERVER_TYPE));
+    c.put(seq(tags::CONCEPT_CODE_SEQUENCE, vec![code_of(PERSON)]));
+    root.push(c);
+    let mut p = item("HAS OBS CONTEXT", "PNAME", Some(OBSERVER_NAME));
+    p.put(el(tags::PERSON_NAME, VR::PN, report.author.name.as_str()));
+    root.push(p);
+    if !report.author.organisation.is_empty() {
+        root.push(text(
+            "HAS OBS CONTEXT",
+            OBSERVER_ORG,
+            &report.author.organisation,
+        ));
+    }
+    let mut u = item("HAS OBS CONTEXT", "UIDREF", Some(PROCEDURE_STUDY_UID));
+    u.put(el(
+        tags::UID,
+        VR::UI,
+        report.study.study_instance_uid.as_str(),
     ));
+    root.push(u);
+    root
+}
+
+fn root_container(o: &mut InMemDicomObject, title: Code, template: &str) {
+    o.put(el(tags::VALUE_TYPE, VR::CS, "CONTAINER"));
+    o.put(seq(tags::CONCEPT_NAME_CODE_SEQUENCE, vec![code_of(title)]));
     o.put(el(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"));
     o.put(seq(
         tags::CONTENT_TEMPLATE_SEQUENCE,
         vec![InMemDicomObject::from_element_iter([
             el(tags::MAPPING_RESOURCE, VR::CS, "DCMR"),
-            el(tags::TEMPLATE_IDENTIFIER, VR::CS, "2000"),
+            el(tags::TEMPLATE_IDENTIFIER, VR::CS, template),
         ])],
     ));
-    let mut root = Vec::new();
-    {
-        let mut c = item("HAS OBS CONTEXT", "CODE", Some(OBSERVER_TYPE));
-        c.put(seq(tags::CONCEPT_CODE_SEQUENCE, vec![code_of(PERSON)]));
-        root.push(c);
-        let mut p = item("HAS OBS CONTEXT", "PNAME", Some(OBSERVER_NAME));
-        p.put(el(tags::PERSON_NAME, VR::PN, report.author.name.as_str()));
-        root.push(p);
-        if !report.author.organisation.is_empty() {
-            root.push(text(
-                "HAS OBS CONTEXT",
-                OBSERVER_ORG,
-                &report.author.organisation,
-            ));
-        }
-        let mut u = item("HAS OBS CONTEXT", "UIDREF", Some(PROCEDURE_STUDY_UID));
-        u.put(el(
-            tags::UID,
-            VR::UI,
-            report.study.study_instance_uid.as_str(),
-        ));
-        root.push(u);
-    }
+}
+
+fn measurements_container(report: &Report) -> InMemDicomObject {
+    let groups = report
+        .measurements
+        .iter()
+        .enumerate()
+        .map(|(i, m)| measurement_group(report, i, m))
+        .collect();
+    container("CONTAINS", IMAGING_MEASUREMENTS, groups)
+}
+
+/// The Comprehensive SR (TID 2000) of a report version; the report is validated first.
+pub fn sr(report: &Report) -> Result<InMemDicomObject, DicomError> {
+    report.validate()?;
+    let mut o = sr_header(report, SrKind::Report);
+    // SR Document Content: the root container (TID 2000)
+    root_container(&mut o, REPORT_TITLE, "2000");
+    let mut root = observer_context(report);
     if let Some(reason) = &report.amendment_reason {
         root.push(container(
             "CONTAINS",
@@ -505,16 +563,59 @@ pub fn sr(report: &Report) -> Result<InMemDicomObject, DicomError> {
         root.push(container("CONTAINS", KEY_IMAGES, images));
     }
     if !report.measurements.is_empty() {
-        let groups = report
-            .measurements
-            .iter()
-            .enumerate()
-            .map(|(i, m)| measurement_group(report, i, m))
-            .collect();
-        root.push(container("CONTAINS", IMAGING_MEASUREMENTS, groups));
+        root.push(measurements_container(report));
     }
     o.put(seq(tags::CONTENT_SEQUENCE, root));
     Ok(o)
+}
+
+/// The measurements of a report version as a TID 1500 Imaging Measurement Report (a
+/// Comprehensive SR of its own series): the SR form OHIF loads and draws on the images.
+/// `None` when the report has no measurements.
+pub fn measurement_report(report: &Report) -> Result<Option<InMemDicomObject>, DicomError> {
+    report.validate()?;
+    if report.measurements.is_empty() {
+        return Ok(None);
+    }
+    let mut o = sr_header(report, SrKind::Measurements);
+    root_container(&mut o, MEASUREMENT_REPORT, "1500");
+    let mut root = Vec::new();
+    let ascii = report.measurements.iter().all(|m| m.label.is_ascii());
+    let mut lang = item("HAS CONCEPT MOD", "CODE", Some(LANGUAGE));
+    lang.put(seq(
+        tags::CONCEPT_CODE_SEQUENCE,
+        vec![if ascii {
+            code("en", "RFC5646", "English")
+        } else {
+            code("ja", "RFC5646", "Japanese")
+        }],
+    ));
+    root.push(lang);
+    root.extend(observer_context(report));
+    let mut procedure = item("HAS CONCEPT MOD", "CODE", Some(PROCEDURE_REPORTED));
+    procedure.put(seq(
+        tags::CONCEPT_CODE_SEQUENCE,
+        vec![code_of(IMAGING_PROCEDURE)],
+    ));
+    root.push(procedure);
+    let mut seen: Vec<&ImageRef> = Vec::new();
+    for m in &report.measurements {
+        if !seen.contains(&&m.image) {
+            seen.push(&m.image);
+        }
+    }
+    let images = seen
+        .into_iter()
+        .map(|r| image("CONTAINS", None, r))
+        .collect();
+    root.push(container(
+        "CONTAINS",
+        IMAGE_LIBRARY,
+        vec![container("CONTAINS", IMAGE_LIBRARY_GROUP, images)],
+    ));
+    root.push(measurements_container(report));
+    o.put(seq(tags::CONTENT_SEQUENCE, root));
+    Ok(Some(o))
 }
 
 /// The Encapsulated PDF instance of a report version.

@@ -432,6 +432,79 @@ fn sr_parses_with_dsrdump_and_rereads_with_dicom_object() {
 }
 
 #[test]
+fn measurement_report_is_tid1500_for_ohif() {
+    use dicom_dictionary_std::tags;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut none = sample();
+    none.measurements.clear();
+    assert!(dicom::measurement_report(&none).unwrap().is_none());
+
+    let r = amended();
+    let obj = dicom::measurement_report(&r).unwrap().unwrap();
+    let tmpl = obj
+        .element(tags::CONTENT_TEMPLATE_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0]
+        .element(tags::TEMPLATE_IDENTIFIER)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(tmpl, "1500");
+    let (series, sop) = dicom::measurement_report_uids("rep-0001", 2);
+    assert_ne!(series, dicom::sr_uids("rep-0001", 2).0);
+    let bytes = dicom::to_part10(obj).unwrap();
+    let p = tmp.path().join("mr.dcm");
+    std::fs::write(&p, &bytes).unwrap();
+    let back = dicom_object::open_file(&p).unwrap();
+    let s = |t| {
+        back.element(t)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .trim()
+            .to_string()
+    };
+    assert_eq!(s(tags::SOP_INSTANCE_UID), sop);
+    assert_eq!(s(tags::SERIES_INSTANCE_UID), series);
+    // the amendment chain of the measurement report points at its own previous version
+    let pred = back
+        .element(tags::PREDECESSOR_DOCUMENTS_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0]
+        .element(tags::REFERENCED_SERIES_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0]
+        .element(tags::SERIES_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_string();
+    assert_eq!(pred, dicom::measurement_report_uids("rep-0001", 1).0);
+    if have("dsrdump") {
+        let (ok, out) = run("dsrdump", &["+Pl", "+Pc", p.to_str().unwrap()]);
+        assert!(ok, "dsrdump failed:\n{out}");
+        assert!(no_dcmtk_errors(&out), "{out}");
+        for want in [
+            "(126000,DCM,\"Imaging Measurement Report\")",
+            "(111028,DCM,\"Image Library\")",
+            "(126010,DCM,\"Imaging Measurements\")",
+            "(125007,DCM,\"Measurement Group\")",
+            "(410668003,SCT,\"Length\")",
+            "ELLIPSE",
+        ] {
+            assert!(out.contains(want), "{want} not in\n{out}");
+        }
+    }
+}
+
+#[test]
 fn preliminary_sr_is_partial_and_unverified() {
     use dicom_dictionary_std::tags;
     let mut r = sample();
