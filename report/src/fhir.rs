@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::model::{Report, ReportStatus};
+use crate::model::{Report, ReportError, ReportStatus};
 
 /// The FHIR resource id of a report version: `<report id>-v<version>` (the FHIR id rule
 /// `[A-Za-z0-9\-\.]{1,64}` holds: the report id is at most 64 of those characters and is cut
@@ -22,9 +22,29 @@ pub fn resource_id(report: &Report) -> String {
     format!("{base}{suffix}")
 }
 
-/// Builds the DiagnosticReport. `subject` is a reference such as `Patient/123`; `pdf` goes
-/// into `presentedForm` when given.
-pub fn diagnostic_report(report: &Report, subject: &str, pdf: Option<&[u8]>) -> Value {
+/// Builds the DiagnosticReport, the report validated first. `subject` is a relative
+/// reference `Type/id` such as `Patient/123` (FHIR id rules); `pdf` goes into
+/// `presentedForm` when given.
+pub fn diagnostic_report(
+    report: &Report,
+    subject: &str,
+    pdf: Option<&[u8]>,
+) -> Result<Value, ReportError> {
+    report.validate()?;
+    let subject_ok = subject.split_once('/').is_some_and(|(t, id)| {
+        !t.is_empty()
+            && t.len() <= 64
+            && t.bytes().all(|b| b.is_ascii_alphabetic())
+            && t.starts_with(|c: char| c.is_ascii_uppercase())
+            && !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    });
+    if !subject_ok {
+        return Err(ReportError::invalid("subject", "not a Type/id reference"));
+    }
     let status = match report.status {
         ReportStatus::Preliminary => "preliminary",
         ReportStatus::Final => "final",
@@ -96,7 +116,7 @@ pub fn diagnostic_report(report: &Report, subject: &str, pdf: Option<&[u8]>) -> 
             "creation": issued,
         }]);
     }
-    r
+    Ok(r)
 }
 
 /// The study date as a FHIR dateTime (date only: a DICOM study time has no zone, and FHIR

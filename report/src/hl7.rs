@@ -30,6 +30,8 @@ pub enum Hl7Error {
     NotUtf8,
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Report(#[from] crate::model::ReportError),
 }
 
 /// Addressing of the message (MSH-3..6) and its control id (MSH-10).
@@ -115,9 +117,33 @@ fn result_status(s: ReportStatus) -> &'static str {
     }
 }
 
-/// Builds the ORU^R01 message (segments separated by `\r`), the report already validated.
-/// `pdf`, when given, goes into one more OBX of type ED (base64).
-pub fn oru_r01(report: &Report, env: &Envelope, pdf: Option<&[u8]>) -> String {
+/// Builds the ORU^R01 message (segments separated by `\r`), the report and the envelope
+/// validated first. `pdf`, when given, goes into one more OBX of type ED (base64); the whole
+/// message stays under [`MAX_MESSAGE_BYTES`].
+pub fn oru_r01(report: &Report, env: &Envelope, pdf: Option<&[u8]>) -> Result<String, Hl7Error> {
+    report.validate()?;
+    for (field, v) in [
+        ("sending_application", &env.sending_application),
+        ("sending_facility", &env.sending_facility),
+        ("receiving_application", &env.receiving_application),
+        ("receiving_facility", &env.receiving_facility),
+        ("control_id", &env.control_id),
+        ("processing_id", &env.processing_id),
+    ] {
+        if v.chars().count() > 180 || v.chars().any(char::is_control) {
+            return Err(crate::model::ReportError::invalid(
+                format!("envelope.{field}"),
+                "longer than 180 characters or a control character",
+            )
+            .into());
+        }
+    }
+    if env.control_id.is_empty() {
+        return Err(crate::model::ReportError::invalid("envelope.control_id", "empty").into());
+    }
+    if pdf.is_some_and(|p| p.len() / 3 * 4 > MAX_MESSAGE_BYTES - 64 * 1024) {
+        return Err(Hl7Error::TooLarge(MAX_MESSAGE_BYTES));
+    }
     let e = escape;
     let mut segs: Vec<String> = Vec::new();
     segs.push(format!(
@@ -197,7 +223,10 @@ pub fn oru_r01(report: &Report, env: &Envelope, pdf: Option<&[u8]>) -> String {
     }
     let mut out = segs.join("\r");
     out.push('\r');
-    out
+    if out.len() > MAX_MESSAGE_BYTES {
+        return Err(Hl7Error::TooLarge(MAX_MESSAGE_BYTES));
+    }
+    Ok(out)
 }
 
 /// A parsed HL7 v2 message: segments of fields, values still escaped.

@@ -577,7 +577,8 @@ pub fn render_with_font(report: &Report, font: &LoadedFont) -> Result<Vec<u8>, P
         surface.finish();
         page.finish();
     }
-    doc.finish().map_err(|e| PdfError::Pdf(format!("{e:?}")))
+    // Display, not Debug: the Debug form of an image error carries the image
+    doc.finish().map_err(|e| PdfError::Pdf(e.to_string()))
 }
 
 #[cfg(test)]

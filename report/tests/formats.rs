@@ -326,6 +326,20 @@ fn pdf_wraps_long_text_onto_more_pages() {
 }
 
 #[test]
+fn pdf_refuses_a_corrupt_jpeg_without_panicking() {
+    if !font_present() {
+        eprintln!("skipped: font missing");
+        return;
+    }
+    let mut r = sample();
+    let mut j = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    j.extend_from_slice(&[0x55; 200]);
+    r.key_images[0].jpeg = Some(j);
+    let e = pdf::render(&r, &pdf::PdfOptions::default()).unwrap_err();
+    assert!(matches!(e, pdf::PdfError::Image(0, _)), "{e}");
+}
+
+#[test]
 fn pdf_refuses_missing_font_with_a_typed_error() {
     let r = sample();
     let e = pdf::render(
@@ -586,7 +600,7 @@ fn is_instant(s: &str) -> bool {
 fn fhir_diagnostic_report_follows_r4_rules() {
     let r = sample();
     let pdf_bytes = b"%PDF-1.4 fake".to_vec();
-    let v = fhir::diagnostic_report(&r, "Patient/p-0042", Some(&pdf_bytes));
+    let v = fhir::diagnostic_report(&r, "Patient/p-0042", Some(&pdf_bytes)).unwrap();
     assert_eq!(v["resourceType"], "DiagnosticReport");
     let id = v["id"].as_str().unwrap();
     assert!(
@@ -624,17 +638,17 @@ fn fhir_diagnostic_report_follows_r4_rules() {
 
     let mut a = amended();
     a.status = ReportStatus::Amended;
-    let v = fhir::diagnostic_report(&a, "Patient/p-0042", None);
+    let v = fhir::diagnostic_report(&a, "Patient/p-0042", None).unwrap();
     assert_eq!(v["status"], "amended");
     assert!(v.get("presentedForm").is_none());
     assert_ne!(
         v["id"],
-        fhir::diagnostic_report(&sample(), "Patient/x", None)["id"]
+        fhir::diagnostic_report(&sample(), "Patient/x", None).unwrap()["id"]
     );
     let mut p = sample();
     p.status = ReportStatus::Preliminary;
     assert_eq!(
-        fhir::diagnostic_report(&p, "Patient/x", None)["status"],
+        fhir::diagnostic_report(&p, "Patient/x", None).unwrap()["status"],
         "preliminary"
     );
     // no empty strings, arrays or objects anywhere (FHIR forbids them)
@@ -647,11 +661,26 @@ fn fhir_diagnostic_report_follows_r4_rules() {
             _ => true,
         }
     }
-    assert!(no_empty(&fhir::diagnostic_report(
-        &sample(),
-        "Patient/x",
-        Some(b"x")
-    )));
+    assert!(no_empty(
+        &fhir::diagnostic_report(&sample(), "Patient/x", Some(b"x")).unwrap()
+    ));
+    // refused: a bad subject reference, an invalid report (a date that is not one)
+    for bad in [
+        "",
+        "Patient",
+        "patient/1",
+        "Patient/",
+        "Patient/a b",
+        "Patient/1/2",
+    ] {
+        assert!(
+            fhir::diagnostic_report(&sample(), bad, None).is_err(),
+            "{bad}"
+        );
+    }
+    let mut r = sample();
+    r.study.study_date = "日本ab".into();
+    assert!(fhir::diagnostic_report(&r, "Patient/x", None).is_err());
 }
 
 // ------------------------------------------------------------------ HL7 v2 + MLLP
@@ -673,7 +702,7 @@ fn envelope() -> hl7::Envelope {
 #[test]
 fn oru_r01_round_trips_through_the_parser() {
     let r = sample();
-    let msg = hl7::oru_r01(&r, &envelope(), Some(b"%PDF-1.4 x"));
+    let msg = hl7::oru_r01(&r, &envelope(), Some(b"%PDF-1.4 x")).unwrap();
     assert!(msg.starts_with("MSH|^~\\&|MADO|CLOUD|RIS|HOSP\\F\\A|20261207164100+0000||ORU^R01^ORU_R01|CTL-0001|P|2.5.1|"));
     let m = hl7::Message::parse(&msg).unwrap();
     assert_eq!(m.field("MSH", 12).as_deref(), Some("2.5.1"));
@@ -700,7 +729,18 @@ fn oru_r01_round_trips_through_the_parser() {
     assert!(raw.contains("\\F\\") && raw.contains("\\S\\") && raw.contains("\\T\\"));
     assert!(raw.contains("\\R\\") && raw.contains("\\E\\"));
     // amended → C
-    let m = hl7::Message::parse(&hl7::oru_r01(&amended(), &envelope(), None)).unwrap();
+    let m = hl7::Message::parse(&hl7::oru_r01(&amended(), &envelope(), None).unwrap()).unwrap();
+    // refused: a control character in the envelope, an invalid report, an oversize PDF
+    let mut env = envelope();
+    env.receiving_facility = "A\rMSH|evil".into();
+    assert!(hl7::oru_r01(&r, &env, None).is_err());
+    let mut bad = sample();
+    bad.sections.impression = "x\u{0}".into();
+    assert!(hl7::oru_r01(&bad, &envelope(), None).is_err());
+    assert!(matches!(
+        hl7::oru_r01(&r, &envelope(), Some(&vec![0u8; 2 * 1024 * 1024])),
+        Err(hl7::Hl7Error::TooLarge(_))
+    ));
     assert_eq!(m.field("OBR", 25).as_deref(), Some("C"));
 }
 
@@ -725,7 +765,7 @@ fn mllp_exchange_with_a_loopback_peer() {
         let _ = s.write_all(&hl7::frame(&vec![b'x'; 100_000]));
         answers
     });
-    let msg = hl7::oru_r01(&sample(), &envelope(), None);
+    let msg = hl7::oru_r01(&sample(), &envelope(), None).unwrap();
     let timeout = Some(std::time::Duration::from_secs(10));
     let connect = || {
         let s = std::net::TcpStream::connect(addr).unwrap();
