@@ -325,6 +325,13 @@ impl Report {
             &self.author.organisation,
             MAX_LINE_CHARS,
         )?;
+        // a signed report names its organisation (DICOM Verifying Organization is Type 1)
+        if self.status.is_signed() && self.author.organisation.trim().is_empty() {
+            return Err(ReportError::invalid(
+                "author.organisation",
+                "required for a signed report",
+            ));
+        }
         if self.key_images.len() > MAX_KEY_IMAGES {
             return Err(ReportError::invalid("key_images", "more than 32"));
         }

@@ -212,6 +212,13 @@ fn validation_refuses_oversize_control_characters_and_inconsistent_status() {
     r.version = 2;
     r.validate().unwrap();
 
+    // signed: the organisation is required (Verifying Organization, Type 1)
+    let mut r = sample();
+    r.author.organisation = " ".into();
+    assert!(r.validate().is_err());
+    r.status = ReportStatus::Preliminary;
+    r.validate().unwrap();
+
     let mut r = sample();
     r.study.study_instance_uid = "1.2.03".into();
     assert!(r.validate().is_err());
