@@ -564,3 +564,21 @@ mod b64_opt {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_json_example_parses() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```json\n").expect("json block") + 8;
+        let len = readme[start..].find("```").expect("end of block");
+        let r = Report::from_json(&readme.as_bytes()[start..start + len]).expect("example");
+        assert_eq!(r.status, ReportStatus::Amended);
+        assert!(matches!(
+            r.measurements[0].value,
+            MeasurementKind::EllipseRoi { .. }
+        ));
+    }
+}
