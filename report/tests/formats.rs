@@ -349,6 +349,26 @@ fn pdf_wraps_long_text_onto_more_pages() {
 }
 
 #[test]
+fn pdf_of_the_largest_sections_renders() {
+    if !font_present() {
+        eprintln!("skipped: font missing");
+        return;
+    }
+    let mut r = sample();
+    // 3 × ~64 KiB of Japanese without a single line break, plus one very long word
+    let ja = "画像所見".repeat(mado_report::model::MAX_SECTION_BYTES / 12 - 1);
+    r.sections.findings = ja.clone();
+    r.sections.impression = ja;
+    r.sections.recommendation = "x".repeat(60_000);
+    r.validate().unwrap();
+    let t = std::time::Instant::now();
+    let bytes = pdf::render(&r, &pdf::PdfOptions::default()).unwrap();
+    assert!(bytes.starts_with(b"%PDF-"));
+    assert!(t.elapsed().as_secs() < 60, "{:?}", t.elapsed());
+    eprintln!("{} bytes in {:?}", bytes.len(), t.elapsed());
+}
+
+#[test]
 fn pdf_refuses_a_corrupt_jpeg_without_panicking() {
     if !font_present() {
         eprintln!("skipped: font missing");
