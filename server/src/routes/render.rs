@@ -70,11 +70,7 @@ async fn rendered(
     }
 
     let dim = |v: Option<i32>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
-    let weight = render_weight(
-        u64::try_from(target.size).unwrap_or(0),
-        dim(target.rows),
-        dim(target.columns),
-    );
+    let weight = render_weight(target.parse_size(), dim(target.rows), dim(target.columns));
     let _permit = state.budget.acquire(weight).await?;
     let bytes = state.store.get(&target.object_key).await.map_err(|e| {
         ApiError::Unexpected(anyhow::Error::new(e).context("reading object from the store"))

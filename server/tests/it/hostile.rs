@@ -311,7 +311,7 @@ async fn nesting_and_bombs(app: &TestApp) {
     assert!(bomb_ds.len() < 1 << 20, "{}", bomb_ds.len());
     let bomb = part10(DEFLATED, "2.25.9424", &bomb_ds);
     let started = std::time::Instant::now();
-    let (status, v) = stow(app, &[bomb.clone()]).await;
+    let (status, v) = stow(app, std::slice::from_ref(&bomb)).await;
     assert_eq!(status, 409, "{v}");
     assert_eq!(v["00081198"]["Value"][0]["00081197"]["Value"][0], 0xC000);
     assert!(started.elapsed() < std::time::Duration::from_secs(20));

@@ -149,7 +149,7 @@ impl SliceRef {
         let dim = |v: Option<i32>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
         SliceRef {
             weight: crate::services::render::render_weight(
-                u64::try_from(r.size).unwrap_or(0),
+                r.parse_size(),
                 dim(r.rows),
                 dim(r.columns),
             ),

@@ -296,7 +296,7 @@ fn parse_frame_list(s: &str, max: usize) -> Result<Vec<u32>, ApiError> {
 /// the pixel bytes and the answer (about four times the object), plus the
 /// decoded frames when transcoding.
 fn frames_weight(r: &InstanceRef, frames: u64, decode: bool) -> u64 {
-    let size = u64::try_from(r.size).unwrap_or(0);
+    let size = r.parse_size();
     let decoded = if decode {
         let px = u64::try_from(r.rows.unwrap_or(0)).unwrap_or(0)
             * u64::try_from(r.columns.unwrap_or(0)).unwrap_or(0);

@@ -164,6 +164,20 @@ pub async fn metadata<C: ConnectionTrait>(
     Ok((bytes, etag))
 }
 
+impl InstanceRef {
+    /// The object's size in memory once read for parsing: the stored size,
+    /// except for a Deflated data set, which inflates to an unknown size
+    /// (up to `[limits] dicom_max_inflated`): then `u64::MAX`, so that a
+    /// budgeted job on it runs alone.
+    pub fn parse_size(&self) -> u64 {
+        if self.transfer_syntax_uid == "1.2.840.10008.1.2.1.99" {
+            u64::MAX
+        } else {
+            u64::try_from(self.size).unwrap_or(0)
+        }
+    }
+}
+
 /// Uncompressed (native) transfer syntaxes.
 pub fn is_native(ts: &str) -> bool {
     matches!(
