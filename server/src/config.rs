@@ -31,6 +31,58 @@ pub struct Settings {
     /// OpenID Connect sign-in; off when absent.
     #[serde(default)]
     pub oidc: Option<OidcSettings>,
+    #[serde(default)]
+    pub limits: LimitsSettings,
+}
+
+/// `[limits]`: bounds on hostile or merely huge input (DICOMweb, rendering).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSettings {
+    /// Largest STOW-RS request body (bytes): 413 beyond, before buffering.
+    pub stow_max_bytes: u64,
+    /// Deepest sequence nesting of a DICOM data set the server parses.
+    pub dicom_max_depth: usize,
+    /// Largest inflated size of a Deflated data set (bytes).
+    pub dicom_max_inflated: u64,
+    /// Most frames in one WADO-RS frames request.
+    pub max_frames_per_request: usize,
+    /// Largest frames / bulk data answer built in memory (bytes).
+    pub max_answer_bytes: u64,
+    /// Bytes that decoding, rendering and STOW may hold at once; requests
+    /// beyond it wait for their share.
+    pub memory_budget: u64,
+    /// Requests waiting for the memory budget at once; beyond, 503 with
+    /// Retry-After.
+    pub memory_queue: usize,
+    /// Longest wait for the memory budget (seconds) before a 503.
+    pub memory_wait_seconds: u64,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            stow_max_bytes: 512 * 1024 * 1024,
+            dicom_max_depth: 32,
+            dicom_max_inflated: 256 * 1024 * 1024,
+            max_frames_per_request: 256,
+            max_answer_bytes: 512 * 1024 * 1024,
+            memory_budget: 1024 * 1024 * 1024,
+            memory_queue: 64,
+            memory_wait_seconds: 30,
+        }
+    }
+}
+
+impl LimitsSettings {
+    /// The structure limits for [`mado_core::guard`].
+    pub fn guard(&self) -> mado_core::guard::Limits {
+        mado_core::guard::Limits {
+            max_depth: self.dicom_max_depth,
+            max_inflated: self.dicom_max_inflated,
+            ..Default::default()
+        }
+    }
 }
 
 /// `[oidc]`: sign-in through an OpenID Provider.
@@ -294,6 +346,18 @@ impl Settings {
         {
             return Err(ConfigError(
                 "field `ingest.gateways`: name and org must be 1 to 128 characters".into(),
+            ));
+        }
+        let l = &self.limits;
+        if l.stow_max_bytes == 0
+            || l.dicom_max_depth == 0
+            || l.max_frames_per_request == 0
+            || l.memory_budget < 1024 * 1024
+            || l.memory_queue == 0
+        {
+            return Err(ConfigError(
+                "field `limits`: sizes and counts must be positive (memory_budget at least 1 MiB)"
+                    .into(),
             ));
         }
         if self.session.idle_minutes == 0 || self.session.absolute_hours == 0 {

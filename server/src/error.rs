@@ -37,6 +37,12 @@ pub enum ApiError {
     /// The server cannot do this (e.g. an unsupported transfer syntax).
     #[error("not implemented: {0}")]
     NotImplemented(&'static str),
+    /// The request body is larger than accepted (413).
+    #[error("payload too large: {0}")]
+    TooLarge(&'static str),
+    /// Overloaded for now (503 with Retry-After, in seconds).
+    #[error("busy, retry after {0} s")]
+    Busy(u32),
     /// Anything else; the client sees a generic message.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -81,7 +87,8 @@ impl ApiError {
             ApiError::BadRequest(m) => Some(m.clone()),
             ApiError::Unauthorized => Some("missing or invalid credentials".into()),
             ApiError::Forbidden(m) | ApiError::Conflict(m) => Some((*m).into()),
-            ApiError::NotImplemented(m) => Some((*m).into()),
+            ApiError::NotImplemented(m) | ApiError::TooLarge(m) => Some((*m).into()),
+            ApiError::Busy(_) => Some("the server is busy; retry later".into()),
             ApiError::NotFound => Some("no such resource".into()),
             ApiError::LoginRequired | ApiError::LoginRequiredNext(_) | ApiError::Unexpected(_) => {
                 None
@@ -100,6 +107,8 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -122,6 +131,14 @@ impl ResponseError for ApiError {
                     .insert_header((header::LOCATION, format!("/login?next={next}")))
                     .insert_header((header::CACHE_CONTROL, "no-store"))
                     .finish();
+            }
+            ApiError::Busy(secs) => {
+                tracing::info!(status = status.as_u16(), "request rejected: busy");
+                let mut res = problem_response(status, self.detail().as_deref());
+                if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+                    res.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return res;
             }
             // The 4xx detail is not logged: it may quote request content.
             _ => tracing::info!(status = status.as_u16(), "request rejected"),

@@ -26,6 +26,10 @@ pub struct AppState {
     pub oidc: Option<crate::services::oidc::Oidc>,
     /// Built OHIF viewer served at `/ohif/` (`[ohif] dist_dir`).
     pub ohif_dist: Option<std::path::PathBuf>,
+    /// `[limits]`: input bounds (DICOMweb, rendering).
+    pub limits: crate::config::LimitsSettings,
+    /// Memory shared by decoding, rendering and STOW (`[limits] memory_budget`).
+    pub budget: std::sync::Arc<crate::services::cpu::MemoryBudget>,
     /// SHA-256 of each accepted gateway token (the tokens themselves are
     /// not kept), with the gateway's identity.
     gateway_token_digests: Vec<([u8; 32], GatewayIdentity)>,
@@ -69,6 +73,12 @@ impl AppState {
             .collect();
         Self {
             ohif_dist: settings.ohif.dist_dir.clone(),
+            limits: settings.limits.clone(),
+            budget: std::sync::Arc::new(crate::services::cpu::MemoryBudget::new(
+                settings.limits.memory_budget,
+                settings.limits.memory_queue,
+                std::time::Duration::from_secs(settings.limits.memory_wait_seconds),
+            )),
             db,
             store,
             session: settings.session.clone(),

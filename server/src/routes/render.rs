@@ -4,8 +4,11 @@
 
 use crate::access::{StudyAccess, ViewPixels};
 use crate::error::ApiError;
-use crate::services::render::{render_png, RenderError, RENDER_VERSION};
-use crate::services::{cpu, studies};
+use crate::services::cpu;
+use crate::services::dicomweb::wado;
+use crate::services::render::{
+    decode_frame_with, encode_png, render_weight, RenderError, RENDER_VERSION,
+};
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -31,15 +34,21 @@ async fn rendered(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, series, sop) = path.into_inner();
-    let study = access.study();
     let series = SeriesUid::parse(&series).map_err(|_| ApiError::NotFound)?;
     let sop = SopInstanceUid::parse(&sop).map_err(|_| ApiError::NotFound)?;
     let frame = query.frame.unwrap_or(0);
 
-    let target = studies::render_target(&state.db, study, &series, &sop)
-        .await
-        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("looking up instance")))?
-        .ok_or(ApiError::NotFound)?;
+    let target = wado::instance_refs(
+        &state.db,
+        access.study_id(),
+        Some(series.as_str()),
+        Some(sop.as_str()),
+    )
+    .await
+    .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("looking up instance")))?
+    .into_iter()
+    .next()
+    .ok_or(ApiError::NotFound)?;
     if i64::from(frame) >= i64::from(target.number_of_frames.max(1)) {
         return Err(ApiError::NotFound);
     }
@@ -60,20 +69,27 @@ async fn rendered(
             .finish());
     }
 
+    let dim = |v: Option<i32>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+    let weight = render_weight(target.parse_size(), dim(target.rows), dim(target.columns));
+    let _permit = state.budget.acquire(weight).await?;
     let bytes = state.store.get(&target.object_key).await.map_err(|e| {
         ApiError::Unexpected(anyhow::Error::new(e).context("reading object from the store"))
     })?;
-    let png = cpu::run(move || render_png(&bytes, frame))
-        .await
-        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering")))?
-        .map_err(|e| match e {
-            RenderError::NoSuchFrame(_) => ApiError::NotFound,
-            RenderError::Unsupported(what) => {
-                tracing::info!(reason = %what, "cannot render instance");
-                ApiError::NotImplemented("this image cannot be rendered by the server")
-            }
-            other => ApiError::Unexpected(anyhow::Error::new(other).context("rendering")),
-        })?;
+    let limits = state.limits.guard();
+    let png = cpu::run(move || {
+        let image = decode_frame_with(&bytes, frame, &limits)?.to_image8(None);
+        encode_png(&image)
+    })
+    .await
+    .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("rendering")))?
+    .map_err(|e| match e {
+        RenderError::NoSuchFrame(_) => ApiError::NotFound,
+        RenderError::Unsupported(what) => {
+            tracing::info!(reason = %what, "cannot render instance");
+            ApiError::NotImplemented("this image cannot be rendered by the server")
+        }
+        other => ApiError::Unexpected(anyhow::Error::new(other).context("rendering")),
+    })?;
     Ok(HttpResponse::Ok()
         .content_type("image/png")
         .insert_header((header::ETAG, etag))

@@ -266,9 +266,34 @@ impl Lut8 {
     }
 }
 
+/// Most samples (Rows × Columns × Samples per Pixel) of a frame rendered:
+/// the float buffer of one frame stays within 512 MiB.
+pub const MAX_FRAME_SAMPLES: u64 = 1 << 27;
+
+/// Memory one render of an instance may hold: the fetched object and its
+/// parsed copy, plus per pixel the decoded samples, the float values after
+/// the Modality LUT and the 8-bit image (colour: three of each).
+pub fn render_weight(size: u64, rows: u64, cols: u64) -> u64 {
+    size.saturating_mul(2)
+        .saturating_add(rows.saturating_mul(cols).saturating_mul(24))
+}
+
 /// Decode `frame` (0-based) of the DICOM Part 10 file `bytes` without
-/// windowing.
+/// windowing, under the default structure limits.
 pub fn decode_frame(bytes: &[u8], frame: u32) -> Result<DecodedFrame, RenderError> {
+    decode_frame_with(bytes, frame, &mado_core::guard::Limits::default())
+}
+
+/// [`decode_frame`] under `limits`: the structure is checked before the
+/// parse ([`mado_core::guard`]), and the declared image size and frame
+/// count against the pixel data really stored before anything is
+/// allocated for them.
+pub fn decode_frame_with(
+    bytes: &[u8],
+    frame: u32,
+    limits: &mado_core::guard::Limits,
+) -> Result<DecodedFrame, RenderError> {
+    mado_core::guard::check_part10(bytes, limits).map_err(|e| RenderError::Parse(e.to_string()))?;
     let obj = OpenFileOptions::new()
         .from_reader(bytes)
         .map_err(|e| RenderError::Parse(e.to_string()))?;
@@ -306,6 +331,7 @@ pub fn decode_frame(bytes: &[u8], frame: u32) -> Result<DecodedFrame, RenderErro
     if frame >= frames {
         return Err(RenderError::NoSuchFrame(frame));
     }
+    check_declared_size(&obj, frames)?;
 
     if let Some(fast) = native_grayscale(&obj, &ts_uid, frame) {
         return Ok(fast);
@@ -451,6 +477,48 @@ fn gray_frame(
         window,
         range,
         invert,
+    }
+}
+
+/// The declared geometry against the data: Rows × Columns × Samples per
+/// Pixel within [`MAX_FRAME_SAMPLES`], and for native pixel data Number of
+/// Frames × the frame size (checked multiplication) within the bytes
+/// stored; for encapsulated pixel data at least one fragment per frame.
+fn check_declared_size(
+    obj: &dicom_object::DefaultDicomObject,
+    frames: u32,
+) -> Result<(), RenderError> {
+    let rows = uint(obj, tags::ROWS).unwrap_or(0);
+    let cols = uint(obj, tags::COLUMNS).unwrap_or(0);
+    let spp = uint(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let bits = uint(obj, tags::BITS_ALLOCATED).unwrap_or(16);
+    let unsupported = |what: &str| Err(RenderError::Unsupported(what.into()));
+    let samples = u64::from(rows)
+        .checked_mul(u64::from(cols))
+        .and_then(|p| p.checked_mul(u64::from(spp)));
+    match samples {
+        Some(n) if n > 0 && n <= MAX_FRAME_SAMPLES => {}
+        Some(0) => return unsupported("image has no rows or columns"),
+        _ => return unsupported("image larger than the server renders"),
+    }
+    let Ok(pixel) = obj.element(tags::PIXEL_DATA) else {
+        return unsupported("the instance has no pixel data");
+    };
+    if let Some(fragments) = pixel.value().fragments() {
+        if frames as usize > fragments.len() {
+            return unsupported("Number of Frames exceeds the pixel data");
+        }
+        return Ok(());
+    }
+    let stored = pixel
+        .value()
+        .primitive()
+        .map_or(0, |p| p.calculate_byte_len() as u64);
+    let need = crate::services::dicomweb::wado::native_frame_len(rows, cols, spp, bits)
+        .and_then(|f| f.checked_mul(u64::from(frames)));
+    match need {
+        Some(need) if need <= stored => Ok(()),
+        _ => unsupported("Number of Frames exceeds the pixel data"),
     }
 }
 

@@ -127,7 +127,26 @@ impl FromRequest for DicomWebPrincipal {
         Box::pin(async move {
             match resolve_session(&req).await? {
                 Some(s) => Ok(DicomWebPrincipal(Principal::User(s.user))),
-                None => Err(ApiError::Unauthorized),
+                None => {
+                    // a refused search leaves its audit row too
+                    use crate::services::audit::{Event, Outcome};
+                    if let Some(state) = req.app_data::<web::Data<crate::state::AppState>>() {
+                        state
+                            .audit
+                            .record(
+                                &state.db,
+                                Event::new("anonymous", "", "study.search")
+                                    .outcome(Outcome::Denied)
+                                    .request(&req)
+                                    .detail(format!("QIDO-RS {}", req.path())),
+                            )
+                            .await
+                            .map_err(|e| {
+                                ApiError::Unexpected(anyhow::Error::new(e).context("audit trail"))
+                            })?;
+                    }
+                    Err(ApiError::Unauthorized)
+                }
             }
         })
     }

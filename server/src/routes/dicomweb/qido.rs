@@ -79,12 +79,48 @@ fn answer(results: Vec<serde_json::Value>) -> Result<HttpResponse, ApiError> {
         .body(body))
 }
 
+/// Longest query string kept in an audit row.
+const AUDIT_QUERY_MAX: usize = 1024;
+
+/// The audit row of a top-level search: who, and the query parameters as
+/// sent (never the results, which list patients). Written before the
+/// search runs; a malformed query is recorded as a failure.
+async fn audit_search(
+    state: &AppState,
+    req: &HttpRequest,
+    who: &crate::access::Principal,
+    what: &str,
+    parsed: Result<QidoQuery, ApiError>,
+) -> Result<QidoQuery, ApiError> {
+    use crate::services::audit::{Event, Outcome};
+    let (kind, actor) = who.audit_actor();
+    let query: String = req.query_string().chars().take(AUDIT_QUERY_MAX).collect();
+    let outcome = if parsed.is_ok() {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
+    state
+        .audit
+        .record(
+            &state.db,
+            Event::new(kind, actor, "study.search")
+                .org(who.org_id())
+                .outcome(outcome)
+                .request(req)
+                .detail(format!("QIDO-RS {what}?{query}")),
+        )
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
+    parsed
+}
+
 pub async fn studies(
     who: DicomWebPrincipal,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = parse(&req, Level::Study)?;
+    let q = audit_search(&state, &req, &who.0, "studies", parse(&req, Level::Study)).await?;
     let results = qido::search_studies(&state.db, visible_studies(&who.0), &q, &base_url(&req))
         .await
         .map_err(map_err)?;
@@ -96,7 +132,7 @@ pub async fn all_series(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = parse(&req, Level::Series)?;
+    let q = audit_search(&state, &req, &who.0, "series", parse(&req, Level::Series)).await?;
     let results = qido::search_series(&state.db, Err(visible_studies(&who.0)), &q, &base_url(&req))
         .await
         .map_err(map_err)?;

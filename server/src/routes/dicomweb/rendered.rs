@@ -18,14 +18,15 @@
 use super::not_acceptable;
 use crate::access::{StudyAccess, ViewPixels};
 use crate::error::ApiError;
+use crate::services::cpu;
+use crate::services::cpu::MemoryBudget;
 use crate::services::dicomweb::accept;
 use crate::services::dicomweb::cache::ByteLru;
 use crate::services::dicomweb::{multipart, wado};
 use crate::services::render::{
-    crop, decode_frame, encode_jpeg, encode_png, encode_webp, resize, DecodedFrame, Image8,
+    crop, decode_frame_with, encode_jpeg, encode_png, encode_webp, resize, DecodedFrame, Image8,
     RenderError, Window, WindowFunction, RENDER_VERSION,
 };
-use crate::services::{cpu, studies};
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -65,6 +66,8 @@ pub const MAX_RENDERED_PARTS: usize = 5000;
 /// An error shared between the requests of one single-flight computation.
 #[derive(Debug, Clone)]
 enum Shared {
+    /// The memory budget stayed exhausted.
+    Busy,
     Store(Arc<str>),
     Cpu(Arc<str>),
     Render(Arc<RenderError>),
@@ -73,6 +76,7 @@ enum Shared {
 impl From<Shared> for ApiError {
     fn from(e: Shared) -> Self {
         match e {
+            Shared::Busy => ApiError::from(cpu::Busy),
             Shared::Store(m) => ApiError::Unexpected(
                 anyhow::anyhow!("{m}").context("reading object from the store"),
             ),
@@ -136,6 +140,44 @@ struct SliceRef {
     object_key: String,
     sha256: String,
     frames: u32,
+    /// Memory a render of it may hold ([`crate::services::render::render_weight`]).
+    weight: u64,
+}
+
+impl SliceRef {
+    fn of(r: wado::InstanceRef) -> Self {
+        let dim = |v: Option<i32>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+        SliceRef {
+            weight: crate::services::render::render_weight(
+                r.parse_size(),
+                dim(r.rows),
+                dim(r.columns),
+            ),
+            sop: r.sop_instance_uid,
+            object_key: r.object_key,
+            sha256: r.sha256,
+            frames: u32::try_from(r.number_of_frames.max(1)).unwrap_or(1),
+        }
+    }
+}
+
+/// What decoding and rendering under the limits needs.
+#[derive(Clone)]
+struct Budgeted {
+    budget: Arc<MemoryBudget>,
+    guard: mado_core::guard::Limits,
+    /// This render's share of the budget.
+    weight: u64,
+}
+
+impl Budgeted {
+    fn new(state: &AppState, weight: u64) -> Self {
+        Budgeted {
+            budget: state.budget.clone(),
+            guard: state.limits.guard(),
+            weight,
+        }
+    }
 }
 
 /// The instances of recently rendered series (a hint for read-ahead and
@@ -296,27 +338,26 @@ fn render_error(e: &RenderError) -> ApiError {
 }
 
 /// The decoded frame (0-based), from the cache or the store.
-async fn decoded(
-    state: &AppState,
-    key: &str,
-    sha256: &str,
-    frame: u32,
-) -> Result<Arc<DecodedFrame>, ApiError> {
+async fn decoded(state: &AppState, t: &Target, frame: u32) -> Result<Arc<DecodedFrame>, ApiError> {
     decoded_shared(
         state.store.clone(),
-        key.to_owned(),
-        sha256.to_owned(),
+        t.object_key.clone(),
+        t.sha256.clone(),
         frame,
+        Budgeted::new(state, t.weight),
     )
     .await
     .map_err(ApiError::from)
 }
 
+/// The decoded frame; a miss takes the render's share of the memory
+/// budget for the fetch and the decode.
 async fn decoded_shared(
     store: mado_store::DynStore,
     key: String,
     sha256: String,
     frame: u32,
+    ctx: Budgeted,
 ) -> Result<Arc<DecodedFrame>, Shared> {
     let ck = (sha256, frame);
     if let Some(hit) = DECODED.get(&ck) {
@@ -327,13 +368,19 @@ async fn decoded_shared(
             if let Some(hit) = DECODED.get(&ck) {
                 return Ok(hit);
             }
+            let _permit = ctx
+                .budget
+                .acquire(ctx.weight)
+                .await
+                .map_err(|_| Shared::Busy)?;
+            let guard = ctx.guard;
             let bytes = store
                 .get(&key)
                 .await
                 .map_err(|e| Shared::Store(e.to_string().into()))?;
             let (d, took) = cpu::run(move || {
                 let started = Instant::now();
-                (decode_frame(&bytes, frame), started.elapsed())
+                (decode_frame_with(&bytes, frame, &guard), started.elapsed())
             })
             .await
             .map_err(|e| Shared::Cpu(e.to_string().into()))?;
@@ -355,6 +402,18 @@ struct Target {
     object_key: String,
     sha256: String,
     frames: u32,
+    weight: u64,
+}
+
+impl From<&SliceRef> for Target {
+    fn from(s: &SliceRef) -> Self {
+        Target {
+            object_key: s.object_key.clone(),
+            sha256: s.sha256.clone(),
+            frames: s.frames,
+            weight: s.weight,
+        }
+    }
 }
 
 /// The instances of `series` in `study_id`, in series order. With
@@ -379,16 +438,7 @@ async fn series_slices(
     let refs = wado::instance_refs(&state.db, study_id, Some(series), None)
         .await
         .map_err(super::db_err)?;
-    let v: Arc<Vec<SliceRef>> = Arc::new(
-        refs.into_iter()
-            .map(|r| SliceRef {
-                sop: r.sop_instance_uid,
-                object_key: r.object_key,
-                sha256: r.sha256,
-                frames: u32::try_from(r.number_of_frames.max(1)).unwrap_or(1),
-            })
-            .collect(),
-    );
+    let v: Arc<Vec<SliceRef>> = Arc::new(refs.into_iter().map(SliceRef::of).collect());
     if let Ok(mut m) = SERIES.lock() {
         if m.len() > 1024 {
             m.retain(|_, (at, _)| at.elapsed() < SERIES_TTL);
@@ -409,15 +459,18 @@ async fn target(
 ) -> Result<Target, ApiError> {
     let series = SeriesUid::parse(series).map_err(|_| ApiError::NotFound)?;
     let sop = SopInstanceUid::parse(sop).map_err(|_| ApiError::NotFound)?;
-    let t = studies::render_target(&state.db, access.study(), &series, &sop)
-        .await
-        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("looking up instance")))?
-        .ok_or(ApiError::NotFound)?;
-    Ok(Target {
-        object_key: t.object_key,
-        sha256: t.sha256,
-        frames: u32::try_from(t.number_of_frames.max(1)).unwrap_or(1),
-    })
+    let r = wado::instance_refs(
+        &state.db,
+        access.study_id(),
+        Some(series.as_str()),
+        Some(sop.as_str()),
+    )
+    .await
+    .map_err(super::db_err)?
+    .into_iter()
+    .next()
+    .ok_or(ApiError::NotFound)?;
+    Ok(Target::from(&SliceRef::of(r)))
 }
 
 fn etag(sha256: &str, what: &str) -> String {
@@ -443,6 +496,7 @@ fn not_modified(req: &HttpRequest, etag: &str) -> bool {
 /// One rendered frame (1-based) of an instance: from the encoded cache, or
 /// decoded (cache) → window → viewport → encode on rayon. Shared by
 /// requests and read-ahead (single flight on the ETag).
+#[allow(clippy::too_many_arguments)]
 async fn rendered_bytes(
     store: mado_store::DynStore,
     object_key: String,
@@ -451,6 +505,7 @@ async fn rendered_bytes(
     params: Params,
     format: Format,
     tag: String,
+    ctx: Budgeted,
 ) -> Result<Bytes, Shared> {
     if let Some(hit) = ENCODED.get(&tag) {
         return Ok((*hit).clone());
@@ -460,7 +515,13 @@ async fn rendered_bytes(
             if let Some(hit) = ENCODED.get(&tag) {
                 return Ok((*hit).clone());
             }
-            let d = decoded_shared(store, object_key, sha256, frame - 1).await?;
+            let d = decoded_shared(store, object_key, sha256, frame - 1, ctx.clone()).await?;
+            // windowing, viewport and encoding: the 8-bit image, resized
+            let out = params
+                .viewport
+                .map_or(0, |v| u64::from(v.vw) * u64::from(v.vh) * 3);
+            let work = (d.width() as u64 * d.height() as u64 * 3).saturating_add(out);
+            let _permit = ctx.budget.acquire(work).await.map_err(|_| Shared::Busy)?;
             let body = cpu::run(move || {
                 let mut img = d.to_image8(params.window);
                 if let Some(vp) = params.viewport {
@@ -501,9 +562,10 @@ fn read_ahead(state: &AppState, slices: &[SliceRef], sop: &str, params: &Params,
         };
         let store = state.store.clone();
         let (key, sha, params) = (next.object_key.clone(), next.sha256.clone(), params.clone());
+        let ctx = Budgeted::new(state, next.weight);
         actix_web::rt::spawn(async move {
             let _permit = permit;
-            if let Err(e) = rendered_bytes(store, key, sha, 1, params, format, tag).await {
+            if let Err(e) = rendered_bytes(store, key, sha, 1, params, format, tag, ctx).await {
                 tracing::debug!(error = ?e, "read-ahead rendering failed");
             }
         });
@@ -539,11 +601,7 @@ async fn render(
     let series_uid = SeriesUid::parse(&series).map_err(|_| ApiError::NotFound)?;
     let slices = series_slices(&state, access.study_id(), series_uid.as_str(), false).await?;
     let t = match slices.iter().find(|s| s.sop == sop) {
-        Some(s) => Target {
-            object_key: s.object_key.clone(),
-            sha256: s.sha256.clone(),
-            frames: s.frames,
-        },
+        Some(s) => Target::from(s),
         None => target(&access, &state, &series, &sop).await?,
     };
     if frame == 0 || frame > t.frames {
@@ -559,6 +617,7 @@ async fn render(
     if !thumbnail && t.frames == 1 {
         read_ahead(&state, &slices, &sop, &params, format);
     }
+    let ctx = Budgeted::new(&state, t.weight);
     let body = rendered_bytes(
         state.store.clone(),
         t.object_key,
@@ -567,6 +626,7 @@ async fn render(
         params,
         format,
         tag.clone(),
+        ctx,
     )
     .await?;
     Ok(HttpResponse::Ok()
@@ -638,6 +698,7 @@ async fn render_many(
     let boundary = multipart::boundary();
     let content_type = multipart::content_type(&boundary, format.media(), None);
     let store = state.store.clone();
+    let ctx = Budgeted::new(state, 0);
     let b = boundary.clone();
     let study = study.to_owned();
     let frames = slices
@@ -645,18 +706,31 @@ async fn render_many(
         .flat_map(|(series, s)| (1..=s.frames).map(move |f| (series.clone(), s.clone(), f)));
     let parts = futures::stream::iter(frames.enumerate()).then(move |(i, (series, s, frame))| {
         let (store, b, params) = (store.clone(), b.clone(), params.clone());
+        let ctx = Budgeted {
+            weight: s.weight,
+            ..ctx.clone()
+        };
         let location = format!(
             "{base}/studies/{study}/series/{series}/instances/{}/frames/{frame}/rendered",
             s.sop
         );
         async move {
             let tag = render_tag(&s.sha256, frame, &params, format);
-            let data = rendered_bytes(store, s.object_key, s.sha256, frame, params, format, tag)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = ?e, "rendering a part of a rendered series or study");
-                    std::io::Error::other("rendering failed")
-                })?;
+            let data = rendered_bytes(
+                store,
+                s.object_key,
+                s.sha256,
+                frame,
+                params,
+                format,
+                tag,
+                ctx,
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(error = ?e, "rendering a part of a rendered series or study");
+                std::io::Error::other("rendering failed")
+            })?;
             Ok::<Bytes, std::io::Error>(multipart::part(
                 &b,
                 format.media(),
@@ -700,17 +774,7 @@ pub async fn study_rendered(
         .map_err(super::db_err)?;
     let slices = refs
         .into_iter()
-        .map(|r| {
-            (
-                r.series_uid,
-                SliceRef {
-                    sop: r.sop_instance_uid,
-                    object_key: r.object_key,
-                    sha256: r.sha256,
-                    frames: u32::try_from(r.number_of_frames.max(1)).unwrap_or(1),
-                },
-            )
-        })
+        .map(|r| (r.series_uid.clone(), SliceRef::of(r)))
         .collect();
     render_many(&req, &state, access.study().as_str(), slices).await
 }
@@ -771,8 +835,19 @@ fn levels(w: u32, h: u32) -> u32 {
 }
 
 fn level_size(w: u32, h: u32, level: u32, max_level: u32) -> (u32, u32) {
-    let shift = max_level - level;
-    (w.div_ceil(1 << shift).max(1), h.div_ceil(1 << shift).max(1))
+    // (level <= max_level is checked by the caller; saturate anyway)
+    let div = 1u32
+        .checked_shl(max_level.saturating_sub(level))
+        .unwrap_or(u32::MAX);
+    (w.div_ceil(div).max(1), h.div_ceil(div).max(1))
+}
+
+/// The pixel origin of tile (`x`, `y`) in a level of `lw`×`lh`, when it
+/// lies inside it (checked: tile numbers come from the URL).
+fn tile_origin(x: u32, y: u32, lw: u32, lh: u32) -> Option<(u32, u32)> {
+    let px = x.checked_mul(TILE).filter(|px| *px < lw)?;
+    let py = y.checked_mul(TILE).filter(|py| *py < lh)?;
+    Some((px, py))
 }
 
 pub async fn tiles_json(
@@ -786,7 +861,7 @@ pub async fn tiles_json(
     if frame > t.frames {
         return Err(ApiError::NotFound);
     }
-    let d = decoded(&state, &t.object_key, &t.sha256, frame - 1).await?;
+    let d = decoded(&state, &t, frame - 1).await?;
     let (w, h) = (d.width(), d.height());
     let body = serde_json::json!({
         "width": w,
@@ -829,20 +904,21 @@ pub async fn tile(
             .insert_header((header::ETAG, tag))
             .finish());
     }
-    let d = decoded(&state, &t.object_key, &t.sha256, frame - 1).await?;
+    let d = decoded(&state, &t, frame - 1).await?;
     let (w, h) = (d.width(), d.height());
     let max_level = levels(w, h) - 1;
     if level > max_level {
         return Err(ApiError::NotFound);
     }
     let (lw, lh) = level_size(w, h, level, max_level);
-    if x * TILE >= lw || y * TILE >= lh {
-        return Err(ApiError::NotFound);
-    }
+    let (px, py) = tile_origin(x, y, lw, lh).ok_or(ApiError::NotFound)?;
+    // the 8-bit image and the level resized from it
+    let work = (u64::from(w) * u64::from(h)).saturating_add(u64::from(lw) * u64::from(lh)) * 3;
+    let _permit = state.budget.acquire(work).await?;
     let body = cpu::run(move || {
         let img = d.to_image8(params.window);
         let img = resize(&img, lw, lh);
-        let img = crop(&img, x * TILE, y * TILE, TILE, TILE);
+        let img = crop(&img, px, py, TILE, TILE);
         encode_jpeg(&img, params.quality)
     })
     .await
@@ -895,5 +971,11 @@ mod tests {
         assert_eq!(levels(1, 1), 1);
         assert_eq!(level_size(512, 300, 9, 9), (512, 300));
         assert_eq!(level_size(512, 300, 8, 9), (256, 150));
+        assert_eq!(level_size(512, 300, 0, 40), (1, 1));
+        assert_eq!(tile_origin(1, 0, 512, 512), Some((256, 0)));
+        assert_eq!(tile_origin(2, 0, 512, 512), None);
+        // 16777216 × 256 = 2^32: no wrap to tile 0
+        assert_eq!(tile_origin(16_777_216, 0, 512, 512), None);
+        assert_eq!(tile_origin(0, u32::MAX, 512, 512), None);
     }
 }

@@ -21,9 +21,7 @@ use futures::StreamExt;
 use mado_core::wire::{RegisterInstance, WIRE_VERSION};
 use mado_core::{ObjectKey, SeriesUid, SopInstanceUid, StudyUid, Uid};
 use serde_json::{json, Map, Value};
-
-/// Largest STOW request body.
-const MAX_BODY: usize = 1024 * 1024 * 1024;
+use std::collections::BTreeMap;
 
 /// Failure reasons (PS3.18 Table I.2-1 / PS3.4 status codes).
 const PROCESSING_FAILURE: u16 = 0x0110;
@@ -55,7 +53,13 @@ fn text(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> String {
         .unwrap_or_default()
 }
 
-fn parse_part(bytes: &[u8]) -> Outcome {
+fn parse_part(bytes: &[u8], limits: &mado_core::guard::Limits) -> Outcome {
+    // Structure first (nesting depth, declared lengths, inflated size): the
+    // full parse below recurses per sequence and allocates declared lengths.
+    if let Err(e) = mado_core::guard::check_part10(bytes, limits) {
+        tracing::info!(reason = %e, "STOW: instance refused by the structure check");
+        return Outcome::Failed(String::new(), String::new(), CANNOT_UNDERSTAND);
+    }
     let Ok(obj) = OpenFileOptions::new().from_reader(bytes) else {
         return Outcome::Failed(String::new(), String::new(), CANNOT_UNDERSTAND);
     };
@@ -105,21 +109,112 @@ fn ul(v: &str) -> Value {
     json!({"vr": "UI", "Value": [v]})
 }
 
+/// What a STOW request did, for its audit rows.
+struct StowAudit {
+    actor_kind: &'static str,
+    actor: String,
+    org: Option<i64>,
+    /// Instances stored, per study.
+    stored: BTreeMap<String, usize>,
+    /// Failure reasons of refused instances.
+    failed: Vec<u16>,
+}
+
+/// `POST /dicomweb/studies`. Every request leaves audit rows
+/// (`study.store`): one per study an instance was stored in, and one
+/// `failure`/`denied` row for refused instances or a refused request.
 pub async fn store(
     req: HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    use crate::services::audit::{Event, Outcome as AuditOutcome};
+    let mut log = StowAudit {
+        actor_kind: "anonymous",
+        actor: String::new(),
+        org: None,
+        stored: BTreeMap::new(),
+        failed: Vec::new(),
+    };
+    let res = store_inner(&req, payload, &state, &mut log).await;
+    let event = |outcome, study: Option<&str>, detail: String| {
+        Event::new(log.actor_kind, log.actor.clone(), "study.store")
+            .org(log.org)
+            .study(study)
+            .outcome(outcome)
+            .request(&req)
+            .detail(detail)
+    };
+    let mut events: Vec<Event> = log
+        .stored
+        .iter()
+        .map(|(study, n)| {
+            event(
+                AuditOutcome::Success,
+                Some(study),
+                format!("STOW-RS: {n} instance(s) stored"),
+            )
+        })
+        .collect();
+    let status = match &res {
+        Ok(r) => r.status(),
+        Err(e) => actix_web::ResponseError::status_code(e),
+    };
+    if !log.failed.is_empty() || log.stored.is_empty() {
+        let mut reasons: Vec<String> = log.failed.iter().map(|r| format!("{r:#06X}")).collect();
+        reasons.dedup();
+        let outcome = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => AuditOutcome::Denied,
+            _ => AuditOutcome::Failure,
+        };
+        events.push(event(
+            outcome,
+            None,
+            format!(
+                "STOW-RS: HTTP {}, {} instance(s) refused{}{}",
+                status.as_u16(),
+                log.failed.len(),
+                if reasons.is_empty() { "" } else { ", reasons " },
+                reasons.join(" ")
+            ),
+        ));
+    }
+    for ev in events {
+        state
+            .audit
+            .record(&state.db, ev)
+            .await
+            .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
+    }
+    res
+}
+
+async fn store_inner(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    state: &AppState,
+    log: &mut StowAudit,
+) -> Result<HttpResponse, ApiError> {
+    let req = req.clone();
     // Who may upload: a gateway token, or an admin session.
     let gateway = if req.headers().contains_key(header::AUTHORIZATION) {
         Some(GatewayAuth::extract(&req).await?)
     } else {
         None
     };
-    if gateway.is_none() {
+    if let Some(g) = &gateway {
+        log.actor_kind = "gateway";
+        log.actor = g.0.name.clone();
+    } else {
         match resolve_session(&req).await? {
-            Some(s) if s.user.role == "admin" => {}
-            Some(_) => return Err(ApiError::Forbidden("uploading requires an administrator")),
+            Some(s) => {
+                log.actor_kind = "user";
+                log.actor = format!("{}:{}", s.user.user_id, s.user.username);
+                log.org = s.user.org_id;
+                if s.user.role != "admin" {
+                    return Err(ApiError::Forbidden("uploading requires an administrator"));
+                }
+            }
             None => return Err(ApiError::Unauthorized),
         }
     }
@@ -135,11 +230,46 @@ pub async fn store(
     }
     let boundary = multipart::boundary_of(ct)
         .ok_or_else(|| ApiError::BadRequest("multipart boundary missing".into()))?;
-    let mut body = BytesMut::new();
+    // Size cap: a declared length beyond it is refused before any byte is
+    // read, an undeclared (chunked) one as soon as it passes it.
+    let cap = state.limits.stow_max_bytes;
+    const TOO_LARGE: &str = "the STOW-RS request body is larger than accepted";
+    let declared = match req.headers().get(header::CONTENT_LENGTH) {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::BadRequest("malformed Content-Length".into()))?,
+        ),
+        None => None,
+    };
+    if declared.is_some_and(|n| n > cap) {
+        return Err(ApiError::TooLarge(TOO_LARGE));
+    }
+    // The body, and each instance parsed from it, count against the memory
+    // budget while they are held (twice the body); an undeclared length
+    // takes its share as it grows.
+    let mut reserved = declared
+        .unwrap_or(8 << 20)
+        .saturating_mul(2)
+        .min(state.budget.capacity());
+    let mut permits = vec![state.budget.acquire(reserved).await?];
+    let mut body =
+        BytesMut::with_capacity(usize::try_from(declared.unwrap_or(0).min(16 << 20)).unwrap_or(0));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading body: {e}")))?;
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(ApiError::BadRequest("request body too large".into()));
+        let len = body.len() as u64 + chunk.len() as u64;
+        if len > cap {
+            return Err(ApiError::TooLarge(TOO_LARGE));
+        }
+        // (never more than the whole budget, which one request may hold)
+        let ceiling = cap.saturating_mul(2).min(state.budget.capacity());
+        if len.saturating_mul(2) > reserved && reserved < ceiling {
+            let more = reserved
+                .max(len.saturating_mul(2) - reserved)
+                .min(ceiling - reserved);
+            permits.push(state.budget.acquire(more).await?);
+            reserved = reserved.saturating_add(more);
         }
         body.extend_from_slice(&chunk);
     }
@@ -167,15 +297,21 @@ pub async fn store(
         None => None,
     };
 
+    if let Some(org) = org_id {
+        log.org = Some(org);
+    }
     let base = base_url(&req);
     let mut stored = Vec::new();
     let mut failed = Vec::new();
+    let limits = state.limits.guard();
     for part in parts {
         let bytes: Bytes = part.body;
         let b2 = bytes.clone();
-        let outcome = cpu::run(move || parse_part(&b2)).await.map_err(|e| {
-            ApiError::Unexpected(anyhow::Error::new(e).context("parsing STOW part"))
-        })?;
+        let outcome = cpu::run(move || parse_part(&b2, &limits))
+            .await
+            .map_err(|e| {
+                ApiError::Unexpected(anyhow::Error::new(e).context("parsing STOW part"))
+            })?;
         let mut p = match outcome {
             Outcome::Ok(p) => p,
             Outcome::Failed(class, sop, reason) => {
@@ -259,6 +395,10 @@ pub async fn store(
             .collect();
         out.insert("00081198".into(), json!({"vr": "SQ", "Value": items}));
     }
+    for p in &stored {
+        *log.stored.entry(p.study.to_string()).or_default() += 1;
+    }
+    log.failed = failed.iter().map(|f| f.2).collect();
     let status = if failed.is_empty() {
         StatusCode::OK
     } else if stored.is_empty() {

@@ -9,7 +9,8 @@ use crate::services::dicomweb::accept::{self, MediaRange};
 use crate::services::dicomweb::cache::{ByteLru, Weigh};
 use crate::services::dicomweb::multipart;
 use crate::services::dicomweb::wado::{
-    self, extract_frames, frame_media_type, is_native, FrameError, Frames, InstanceRef,
+    self, extract_frames, frame_media_type, is_native, FrameError, FrameLimits, FrameSel, Frames,
+    InstanceRef,
 };
 use crate::state::AppState;
 use actix_web::http::header;
@@ -275,15 +276,35 @@ fn negotiate_frames(accept: &[MediaRange], stored_ts: &str) -> Option<FrameMode>
     None
 }
 
-/// Parse `1,2,3` (1-based frame numbers).
-fn parse_frame_list(s: &str) -> Result<Vec<u32>, ApiError> {
+/// Parse `1,2,3` (1-based frame numbers, at most `max` of them).
+fn parse_frame_list(s: &str, max: usize) -> Result<Vec<u32>, ApiError> {
+    if s.split(',').nth(max).is_some() {
+        return Err(ApiError::BadRequest(format!(
+            "frame list: at most {max} frames per request"
+        )));
+    }
     let list: Result<Vec<u32>, _> = s.split(',').map(|f| f.trim().parse::<u32>()).collect();
     match list {
-        Ok(l) if !l.is_empty() && l.len() <= 4096 && l.iter().all(|f| *f >= 1) => Ok(l),
+        Ok(l) if !l.is_empty() && l.iter().all(|f| *f >= 1) => Ok(l),
         _ => Err(ApiError::BadRequest(
             "frame list: expected comma-separated frame numbers starting at 1".into(),
         )),
     }
+}
+
+/// Memory a frames request may hold: the fetched object, its parsed copy,
+/// the pixel bytes and the answer (about four times the object), plus the
+/// decoded frames when transcoding.
+fn frames_weight(r: &InstanceRef, frames: u64, decode: bool) -> u64 {
+    let size = r.parse_size();
+    let decoded = if decode {
+        let px = u64::try_from(r.rows.unwrap_or(0)).unwrap_or(0)
+            * u64::try_from(r.columns.unwrap_or(0)).unwrap_or(0);
+        px.saturating_mul(6).saturating_mul(frames)
+    } else {
+        0
+    };
+    size.saturating_mul(4).saturating_add(decoded)
 }
 
 /// Frames served recently (viewers fetch the same frames again when a
@@ -297,12 +318,18 @@ async fn frames_answer(
     req: &HttpRequest,
     state: &AppState,
     r: InstanceRef,
-    frames: Vec<u32>,
+    sel: FrameSel,
 ) -> Result<HttpResponse, ApiError> {
     let n = u32::try_from(r.number_of_frames.max(1)).unwrap_or(1);
-    if frames.iter().any(|f| *f > n) {
-        return Err(ApiError::NotFound);
-    }
+    let count = match &sel {
+        FrameSel::List(frames) => {
+            if frames.iter().any(|f| *f > n) {
+                return Err(ApiError::NotFound);
+            }
+            frames.len() as u64
+        }
+        FrameSel::All => u64::from(n),
+    };
     let Some(mode) = negotiate_frames(&accept_of(req), &r.transfer_syntax_uid) else {
         return Ok(not_acceptable(
             "the frames are available as application/octet-stream or in their stored transfer syntax",
@@ -310,18 +337,32 @@ async fn frames_answer(
     };
     let decode = mode == FrameMode::Decode;
     // content-addressed: the object's digest, the frames and the mode
-    let key = format!("{}|{decode}|{frames:?}", r.sha256);
+    let key = match &sel {
+        FrameSel::All => format!("{}|{decode}|all", r.sha256),
+        FrameSel::List(f) => format!("{}|{decode}|{f:?}", r.sha256),
+    };
     let out = match FRAMES.get(&key) {
         Some(hit) => hit,
         None => {
+            let limits = FrameLimits {
+                guard: state.limits.guard(),
+                max_answer: state.limits.max_answer_bytes,
+            };
+            let _permit = state
+                .budget
+                .acquire(frames_weight(&r, count, decode))
+                .await?;
             let data = state.store.get(&r.object_key).await.map_err(|e| {
                 ApiError::Unexpected(anyhow::Error::new(e).context("reading object from the store"))
             })?;
-            let out = cpu::run(move || extract_frames(&data, &frames, decode))
+            let out = cpu::run(move || extract_frames(&data, &sel, decode, &limits))
                 .await
                 .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("frames")))?
                 .map_err(|e| match e {
                     FrameError::NoSuchFrame(_) => ApiError::NotFound,
+                    FrameError::TooLarge(max) => ApiError::BadRequest(format!(
+                        "the answer would exceed {max} bytes: request fewer frames"
+                    )),
                     FrameError::Unsupported(what) => {
                         tracing::info!(reason = %what, "cannot extract frames");
                         ApiError::NotImplemented("these frames cannot be served")
@@ -386,9 +427,9 @@ pub async fn frames(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, series, sop, list) = path.into_inner();
+    let frames = parse_frame_list(&list, state.limits.max_frames_per_request)?;
     let r = one_ref(access.study_id(), &state, &series, &sop).await?;
-    let frames = parse_frame_list(&list)?;
-    frames_answer(&req, &state, r, frames).await
+    frames_answer(&req, &state, r, FrameSel::List(frames)).await
 }
 
 pub async fn bulkdata(
@@ -402,8 +443,7 @@ pub async fn bulkdata(
         return Err(ApiError::NotFound);
     }
     let r = one_ref(access.study_id(), &state, &series, &sop).await?;
-    let n = u32::try_from(r.number_of_frames.max(1)).unwrap_or(1);
-    frames_answer(&req, &state, r, (1..=n).collect()).await
+    frames_answer(&req, &state, r, FrameSel::All).await
 }
 
 #[cfg(test)]
@@ -441,9 +481,11 @@ mod tests {
             None
         );
         assert_eq!(negotiate_frames(&a("text/html"), EXPLICIT_LE), None);
-        assert!(parse_frame_list("1,2,3").is_ok());
-        assert!(parse_frame_list("0").is_err());
-        assert!(parse_frame_list("a").is_err());
+        assert!(parse_frame_list("1,2,3", 256).is_ok());
+        assert!(parse_frame_list("0", 256).is_err());
+        assert!(parse_frame_list("a", 256).is_err());
+        assert!(parse_frame_list(&vec!["1"; 256].join(","), 256).is_ok());
+        assert!(parse_frame_list(&vec!["1"; 257].join(","), 256).is_err());
     }
 
     #[test]

@@ -21,6 +21,9 @@ use std::collections::HashMap;
 
 /// Hard cap on one page of results.
 pub const MAX_LIMIT: u64 = 10_000;
+/// Largest `offset` accepted (the databases take a signed 64-bit offset; a
+/// larger one is a 400, never a failed bind).
+pub const MAX_OFFSET: u64 = 1 << 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QidoError {
@@ -260,7 +263,11 @@ pub fn parse_query(pairs: &[(String, String)], level: Level) -> Result<QidoQuery
                 q.offset = value
                     .trim()
                     .parse()
-                    .map_err(|_| bad(key, "expected a non-negative integer"))?;
+                    .ok()
+                    .filter(|n| *n <= MAX_OFFSET)
+                    .ok_or_else(|| {
+                        bad(key, &format!("expected an integer from 0 to {MAX_OFFSET}"))
+                    })?;
             }
             "fuzzymatching" => match value.trim() {
                 "true" => q.fuzzy = true,

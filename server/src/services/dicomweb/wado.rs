@@ -24,6 +24,9 @@ pub struct InstanceRef {
     pub transfer_syntax_uid: String,
     pub number_of_frames: i32,
     pub rows: Option<i32>,
+    pub columns: Option<i32>,
+    /// Object size in bytes.
+    pub size: i64,
 }
 
 /// Instances of the (access-checked) study `study_id`, optionally narrowed
@@ -44,6 +47,8 @@ pub async fn instance_refs<C: ConnectionTrait>(
         .column(instances::Column::TransferSyntaxUid)
         .column(instances::Column::NumberOfFrames)
         .column(instances::Column::Rows)
+        .column(instances::Column::Columns)
+        .column(instances::Column::Size)
         .join(JoinType::InnerJoin, instances::Relation::Series.def())
         .filter(series::Column::StudyId.eq(study_id));
     if let Some(s) = series_uid {
@@ -159,6 +164,20 @@ pub async fn metadata<C: ConnectionTrait>(
     Ok((bytes, etag))
 }
 
+impl InstanceRef {
+    /// The object's size in memory once read for parsing: the stored size,
+    /// except for a Deflated data set, which inflates to an unknown size
+    /// (up to `[limits] dicom_max_inflated`): then `u64::MAX`, so that a
+    /// budgeted job on it runs alone.
+    pub fn parse_size(&self) -> u64 {
+        if self.transfer_syntax_uid == "1.2.840.10008.1.2.1.99" {
+            u64::MAX
+        } else {
+            u64::try_from(self.size).unwrap_or(0)
+        }
+    }
+}
+
 /// Uncompressed (native) transfer syntaxes.
 pub fn is_native(ts: &str) -> bool {
     matches!(
@@ -197,6 +216,37 @@ pub enum FrameError {
     NoSuchFrame(u32),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The answer would be larger than accepted.
+    #[error("the answer would exceed {0} bytes")]
+    TooLarge(u64),
+}
+
+/// Which frames to extract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameSel {
+    /// Every frame (bulk data), as many as the object really holds.
+    All,
+    /// These frames (1-based).
+    List(Vec<u32>),
+}
+
+/// Bounds on one extraction.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameLimits {
+    pub guard: mado_core::guard::Limits,
+    /// Largest answer (sum of the parts).
+    pub max_answer: u64,
+}
+
+/// Bytes of one native frame: Rows × Columns × Samples × Bits Allocated / 8,
+/// multiplied with overflow checks (`None` when it overflows or is 0).
+pub fn native_frame_len(rows: u32, cols: u32, spp: u32, bits: u32) -> Option<u64> {
+    let bits_total = u64::from(rows)
+        .checked_mul(u64::from(cols))?
+        .checked_mul(u64::from(spp))?
+        .checked_mul(u64::from(bits))?;
+    let len = bits_total.div_ceil(8);
+    (len > 0).then_some(len)
 }
 
 /// Frames of a stored object.
@@ -213,9 +263,19 @@ fn read_u32(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> Opt
     obj.element(tag).ok().and_then(|e| e.to_int::<u32>().ok())
 }
 
-/// Extract `frames` (1-based) of the Part 10 file `bytes`. `decode` asks
-/// for native pixel data even when the object is compressed.
-pub fn extract_frames(bytes: &[u8], frames: &[u32], decode: bool) -> Result<Frames, FrameError> {
+/// Extract the frames `sel` of the Part 10 file `bytes`. `decode` asks
+/// for native pixel data even when the object is compressed. The file's
+/// structure is checked first ([`mado_core::guard`]), and the declared
+/// frame count and size against the pixel data really there, before
+/// anything is allocated for them.
+pub fn extract_frames(
+    bytes: &[u8],
+    sel: &FrameSel,
+    decode: bool,
+    limits: &FrameLimits,
+) -> Result<Frames, FrameError> {
+    mado_core::guard::check_part10(bytes, &limits.guard)
+        .map_err(|e| FrameError::Parse(e.to_string()))?;
     let obj = OpenFileOptions::new()
         .from_reader(bytes)
         .map_err(|e| FrameError::Parse(e.to_string()))?;
@@ -224,23 +284,44 @@ pub fn extract_frames(bytes: &[u8], frames: &[u32], decode: bool) -> Result<Fram
         .transfer_syntax()
         .trim_end_matches(['\0', ' '])
         .to_owned();
-    let n = read_u32(&obj, tags::NUMBER_OF_FRAMES)
+    let declared = read_u32(&obj, tags::NUMBER_OF_FRAMES)
         .filter(|n| *n >= 1)
         .unwrap_or(1);
-    for f in frames {
-        if *f == 0 || *f > n {
-            return Err(FrameError::NoSuchFrame(*f));
-        }
-    }
     let pixel = obj
         .element(tags::PIXEL_DATA)
         .map_err(|_| FrameError::Unsupported("the instance has no pixel data".into()))?;
+    let rows = read_u32(&obj, tags::ROWS).unwrap_or(0);
+    let cols = read_u32(&obj, tags::COLUMNS).unwrap_or(0);
+    let spp = read_u32(&obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let bits = read_u32(&obj, tags::BITS_ALLOCATED).unwrap_or(16);
+    let too_many =
+        || FrameError::Unsupported("Number of Frames exceeds the pixel data in the object".into());
     if let Some(fragments) = pixel.value().fragments() {
+        // each frame takes at least one fragment
+        if declared as usize > fragments.len() {
+            return Err(too_many());
+        }
+        let frames = select(sel, declared)?;
         if decode {
-            return decode_native(&obj, frames, n);
+            let frame_len = native_frame_len(rows, cols, spp, bits.max(8))
+                .ok_or_else(|| FrameError::Unsupported("empty or oversized image".into()))?;
+            if frame_len
+                .checked_mul(frames.len() as u64)
+                .is_none_or(|t| t > limits.max_answer)
+            {
+                return Err(FrameError::TooLarge(limits.max_answer));
+            }
+            return decode_native(&obj, &frames, declared);
         }
         let offsets = pixel.value().offset_table().unwrap_or(&[]);
-        let per_frame = split_fragments(fragments, offsets, n)?;
+        let per_frame = split_fragments(fragments, offsets, declared)?;
+        let total: u64 = frames
+            .iter()
+            .map(|f| per_frame[(*f - 1) as usize].len() as u64)
+            .sum();
+        if total > limits.max_answer {
+            return Err(FrameError::TooLarge(limits.max_answer));
+        }
         let parts = frames
             .iter()
             .map(|f| Bytes::from(per_frame[(*f - 1) as usize].clone()))
@@ -251,24 +332,43 @@ pub fn extract_frames(bytes: &[u8], frames: &[u32], decode: bool) -> Result<Fram
             parts,
         });
     }
-    let rows = read_u32(&obj, tags::ROWS).unwrap_or(0) as usize;
-    let cols = read_u32(&obj, tags::COLUMNS).unwrap_or(0) as usize;
-    let spp = read_u32(&obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1) as usize;
-    let bits = read_u32(&obj, tags::BITS_ALLOCATED).unwrap_or(16) as usize;
     if !bits.is_multiple_of(8) || rows == 0 || cols == 0 {
         return Err(FrameError::Unsupported(format!(
             "{bits}-bit allocation or empty image"
         )));
     }
-    let frame_len = rows * cols * spp * (bits / 8);
+    let frame_len = native_frame_len(rows, cols, spp, bits)
+        .ok_or_else(|| FrameError::Unsupported("empty or oversized image".into()))?;
+    // the declared frames must be in the pixel data actually stored
+    let data_len = pixel
+        .value()
+        .primitive()
+        .map_or(0, |p| p.calculate_byte_len() as u64);
+    if frame_len
+        .checked_mul(u64::from(declared))
+        .is_none_or(|need| need > data_len)
+    {
+        return Err(too_many());
+    }
+    let frames = select(sel, declared)?;
+    if frame_len
+        .checked_mul(frames.len() as u64)
+        .is_none_or(|t| t > limits.max_answer)
+    {
+        return Err(FrameError::TooLarge(limits.max_answer));
+    }
+    let frame_len = usize::try_from(frame_len).map_err(|_| too_many())?;
     let data = pixel
         .to_bytes()
         .map_err(|e| FrameError::Parse(e.to_string()))?;
     let mut parts = Vec::with_capacity(frames.len());
-    for f in frames {
-        let start = (*f as usize - 1) * frame_len;
-        let chunk = data
-            .get(start..start + frame_len)
+    for f in &frames {
+        let start = (*f as usize - 1)
+            .checked_mul(frame_len)
+            .ok_or(FrameError::NoSuchFrame(*f))?;
+        let chunk = start
+            .checked_add(frame_len)
+            .and_then(|end| data.get(start..end))
             .ok_or(FrameError::NoSuchFrame(*f))?;
         parts.push(Bytes::copy_from_slice(chunk));
     }
@@ -277,6 +377,19 @@ pub fn extract_frames(bytes: &[u8], frames: &[u32], decode: bool) -> Result<Fram
         encapsulated: false,
         parts,
     })
+}
+
+/// The frame numbers of `sel` among `n` (checked: 1..=n).
+fn select(sel: &FrameSel, n: u32) -> Result<Vec<u32>, FrameError> {
+    match sel {
+        FrameSel::All => Ok((1..=n).collect()),
+        FrameSel::List(list) => {
+            if let Some(f) = list.iter().find(|f| **f == 0 || **f > n) {
+                return Err(FrameError::NoSuchFrame(*f));
+            }
+            Ok(list.clone())
+        }
+    }
 }
 
 fn decode_native(
@@ -390,6 +503,20 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        assert!(extract_frames(b"nope", &[1], false).is_err());
+        let limits = FrameLimits {
+            guard: Default::default(),
+            max_answer: 1 << 20,
+        };
+        assert!(extract_frames(b"nope", &FrameSel::List(vec![1]), false, &limits).is_err());
+        assert_eq!(native_frame_len(512, 512, 1, 16), Some(512 * 512 * 2));
+        assert_eq!(
+            native_frame_len(65535, 65535, 3, 16),
+            Some(65535 * 65535 * 6)
+        );
+        assert_eq!(native_frame_len(0, 512, 1, 16), None);
+        assert_eq!(
+            native_frame_len(u32::MAX, u32::MAX, u32::MAX, u32::MAX),
+            None
+        );
     }
 }
