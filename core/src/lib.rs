@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod deid;
+pub mod guard;
 pub mod keys;
 pub mod uid;
 pub mod wire;
