@@ -69,19 +69,17 @@ pub const STATUS_MISSING_ATTRIBUTE: u16 = 0x0120;
 pub const STATUS_NO_SUCH_ACTION: u16 = 0x0123;
 pub const STATUS_NO_SUCH_SOP_CLASS: u16 = 0x0118;
 pub const STATUS_INVALID_ARGUMENT: u16 = 0x0115;
+/// Resource limitation (PS3.7 10.1.4.1.10): too many references in one
+/// request, too many transactions pending, or a data set too large.
+pub const STATUS_RESOURCE_LIMITATION: u16 = 0x0213;
 /// Failure Reason (0008,1197) values used in the Failed SOP Sequence.
 pub const FAILURE_NO_SUCH_INSTANCE: u16 = 0x0112;
 pub const FAILURE_PROCESSING: u16 = 0x0110;
 
-/// Most instances one request may reference (a bound on memory and on the
-/// size of the event report).
-pub const MAX_REFERENCES: usize = 65_536;
 /// A report goes on the requesting association only if that association
 /// is still open this long after the N-ACTION-RSP: many modalities release
 /// right after it and expect the report on a new association.
 pub const SAME_ASSOCIATION_GRACE: Duration = Duration::from_secs(1);
-/// Largest N-ACTION data set accepted (bytes).
-pub const MAX_ACTION_DATA: usize = 16 * 1024 * 1024;
 /// How long an undelivered transaction is kept (and retried at start-up)
 /// after its request.
 pub const KEEP_UNDELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -317,9 +315,11 @@ impl From<&crate::dimse::Command> for ActionCommand {
     }
 }
 
-/// Parse the N-ACTION data set (encoded in `ts_uid`).
-pub fn parse_request(data: &[u8], ts_uid: &str) -> Result<Request, u16> {
+/// Parse the N-ACTION data set (encoded in `ts_uid`), of at most
+/// `max_references` references.
+pub fn parse_request(data: &[u8], ts_uid: &str, max_references: usize) -> Result<Request, u16> {
     let ts = crate::scp::readable_transfer_syntax(ts_uid).ok_or(STATUS_PROCESSING_FAILURE)?;
+    crate::guard::check_bytes(data, ts_uid).map_err(|_| STATUS_INVALID_ARGUMENT)?;
     let obj =
         InMemDicomObject::read_dataset_with_ts(data, ts).map_err(|_| STATUS_INVALID_ARGUMENT)?;
     let text = |o: &InMemDicomObject, tag| {
@@ -336,8 +336,11 @@ pub fn parse_request(data: &[u8], ts_uid: &str) -> Result<Request, u16> {
         .get(tags::REFERENCED_SOP_SEQUENCE)
         .and_then(|e| e.items())
         .ok_or(STATUS_MISSING_ATTRIBUTE)?;
-    if items.is_empty() || items.len() > MAX_REFERENCES {
+    if items.is_empty() {
         return Err(STATUS_INVALID_ARGUMENT);
+    }
+    if items.len() > max_references {
+        return Err(STATUS_RESOURCE_LIMITATION);
     }
     let mut references = Vec::with_capacity(items.len());
     for item in items {
@@ -531,16 +534,43 @@ pub struct PendingAction {
     pub transfer_syntax: String,
     pub command: ActionCommand,
     pub data: Vec<u8>,
+    /// Largest data set kept (`[dicom] max_parsed_bytes`).
+    pub limit: usize,
+    /// The data set grew beyond `limit`: the rest is dropped as it arrives
+    /// and the request refused with 0x0213.
+    pub oversize: bool,
 }
 
 impl PendingAction {
-    /// Append a data fragment; `Err` when the data set grows absurdly.
-    pub fn push(&mut self, fragment: &[u8]) -> Result<(), String> {
-        if self.data.len() + fragment.len() > MAX_ACTION_DATA {
-            return Err("N-ACTION data set too large".into());
+    /// Append a data fragment (dropped once the data set is over `limit`).
+    pub fn push(&mut self, fragment: &[u8]) {
+        if self.oversize || self.data.len() + fragment.len() > self.limit {
+            self.oversize = true;
+            self.data = Vec::new();
+            return;
         }
         self.data.extend_from_slice(fragment);
-        Ok(())
+    }
+}
+
+/// One of the `max_pending_transactions`, released when dropped.
+struct TxSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl TxSlot {
+    fn take(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for TxSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -572,6 +602,8 @@ pub struct Commitment {
     ae_title: String,
     /// How long a transaction waits for its instances.
     timeout: Duration,
+    /// Transactions waiting for their instances (`max_pending_transactions`).
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Commitment {
@@ -593,6 +625,7 @@ impl Commitment {
             ledger,
             pending_dir,
             timeout: Duration::from_secs(cfg.timeout_secs),
+            waiting: Arc::default(),
             cfg,
             ae_title: ae_title.trim().to_string(),
         }
@@ -623,10 +656,21 @@ impl Commitment {
             Err(STATUS_NO_SUCH_ACTION)
         } else if !cmd.has_data_set {
             Err(STATUS_MISSING_ATTRIBUTE)
+        } else if action.oversize {
+            Err(STATUS_RESOURCE_LIMITATION)
         } else {
-            parse_request(&action.data, &action.transfer_syntax)
+            parse_request(
+                &action.data,
+                &action.transfer_syntax,
+                self.cfg.max_references,
+            )
         };
-        let request = match status {
+        let slot = match status {
+            Ok(_) => TxSlot::take(&self.waiting, self.cfg.max_pending_transactions)
+                .ok_or(STATUS_RESOURCE_LIMITATION),
+            Err(s) => Err(s),
+        };
+        let (request, slot) = match status.and_then(|r| slot.map(|s| (r, s))) {
             Ok(r) => r,
             Err(status) => {
                 warn!(
@@ -669,6 +713,7 @@ impl Commitment {
         tokio::spawn(
             async move {
                 let outcome = Arc::new(this.resolve(request).await);
+                drop(slot);
                 tokio::time::sleep_until(asked + SAME_ASSOCIATION_GRACE).await;
                 if this
                     .deliver(outcome.clone(), pc_id, &ts, &calling_ae, reply)
@@ -760,6 +805,18 @@ impl Commitment {
                 self.forget(&t.request.transaction_uid);
                 continue;
             }
+            let Some(slot) = TxSlot::take(&self.waiting, self.cfg.max_pending_transactions) else {
+                warn!("more storage commitment transactions than max_pending_transactions after a restart: dropped");
+                self.forget(&t.request.transaction_uid);
+                continue;
+            };
+            if t.request.references.len() > self.cfg.max_references {
+                warn!(
+                    "storage commitment transaction over max_references after a restart: dropped"
+                );
+                self.forget(&t.request.transaction_uid);
+                continue;
+            }
             resumed += 1;
             let this = self.clone();
             let deadline = tokio::time::Instant::now() + self.timeout.saturating_sub(age);
@@ -771,6 +828,7 @@ impl Commitment {
             tokio::spawn(
                 async move {
                     let outcome = Arc::new(this.resolve_until(t.request, deadline).await);
+                    drop(slot);
                     if this
                         .deliver_new_association(outcome.clone(), &t.calling_ae)
                         .await
@@ -1001,6 +1059,7 @@ impl Commitment {
 
 /// (Command Field, Status) of a response command set.
 pub fn response_status(command_set: &[u8]) -> Option<(u16, u16)> {
+    crate::guard::check_command(command_set).ok()?;
     let obj =
         InMemDicomObject::read_dataset_with_ts(command_set, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
             .ok()?;
@@ -1112,15 +1171,16 @@ mod tests {
         let r = parse_request(
             &request_bytes("1.2.9", &[(uids::CT_IMAGE_STORAGE, "1.2.3.4")]),
             ts,
+            10,
         )
         .unwrap();
         assert_eq!(r.transaction_uid, "1.2.9");
         assert_eq!(r.references.len(), 1);
         assert_eq!(
-            parse_request(&request_bytes("1.2.9", &[]), ts).unwrap_err(),
+            parse_request(&request_bytes("1.2.9", &[]), ts, 10).unwrap_err(),
             STATUS_INVALID_ARGUMENT
         );
-        assert!(parse_request(b"\x08\x00\x95\x11UI\xff\xff", ts).is_err());
+        assert!(parse_request(b"\x08\x00\x95\x11UI\xff\xff", ts, 10).is_err());
         let no_tx = {
             let mut out = Vec::new();
             InMemDicomObject::from_element_iter([ui(tags::PATIENT_ID, "X")])
@@ -1132,9 +1192,110 @@ mod tests {
             out
         };
         assert_eq!(
-            parse_request(&no_tx, ts).unwrap_err(),
+            parse_request(&no_tx, ts, 10).unwrap_err(),
             STATUS_MISSING_ATTRIBUTE
         );
+        // more references than allowed: resource limitation
+        let three: Vec<(&str, &str)> = ["1.2.3.1", "1.2.3.2", "1.2.3.3"]
+            .iter()
+            .map(|s| (uids::CT_IMAGE_STORAGE, *s))
+            .collect();
+        assert_eq!(
+            parse_request(&request_bytes("1.2.9", &three), ts, 2).unwrap_err(),
+            STATUS_RESOURCE_LIMITATION
+        );
+        // nested 1,500 deep, or an element declaring 4 GiB: refused before parsing
+        let deep = crate::guard::tests::nested(1500, true);
+        assert_eq!(
+            parse_request(&deep, ts, 10).unwrap_err(),
+            STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            parse_request(b"\x08\x00\x95\x11UN\0\0\xf0\xff\xff\xff", ts, 10).unwrap_err(),
+            STATUS_INVALID_ARGUMENT
+        );
+    }
+
+    /// Transactions waiting for their instances are bounded: beyond
+    /// `max_pending_transactions` (and beyond `max_parsed_bytes` of data) an
+    /// N-ACTION is refused with 0x0213, and a slot frees once a transaction
+    /// is resolved; after a restart only that many are resumed.
+    #[tokio::test]
+    async fn pending_transactions_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Ledger::open(&Ledger::path_in(dir.path())).unwrap());
+        let cfg = CommitmentConfig {
+            max_pending_transactions: 2,
+            ..CommitmentConfig::default()
+        };
+        let c = Arc::new(Commitment::new(ledger.clone(), cfg.clone(), "MADO"));
+        let action = |tx: &str, sop: &str| PendingAction {
+            pc_id: 1,
+            transfer_syntax: uids::EXPLICIT_VR_LITTLE_ENDIAN.into(),
+            command: ActionCommand {
+                message_id: 7,
+                requested_sop_class: Some(SOP_CLASS.into()),
+                action_type_id: Some(1),
+                has_data_set: true,
+            },
+            data: request_bytes(tx, &[(uids::CT_IMAGE_STORAGE, sop)]),
+            limit: 1 << 20,
+            oversize: false,
+        };
+        let status = |rsp: Vec<u8>| response_status(&rsp).map(|(_, s)| s);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        for i in 1..=2 {
+            let rsp = c
+                .on_action(
+                    action(&format!("1.2.9.{i}"), &format!("1.2.3.{i}")),
+                    "MOD",
+                    tx.clone(),
+                )
+                .await;
+            assert_eq!(status(rsp), Some(STATUS_SUCCESS));
+        }
+        let rsp = c
+            .on_action(action("1.2.9.3", "1.2.3.3"), "MOD", tx.clone())
+            .await;
+        assert_eq!(status(rsp), Some(STATUS_RESOURCE_LIMITATION));
+        assert!(!dir.path().join(PENDING_DIR).join("1.2.9.3.json").exists());
+        // a data set over the limit
+        let mut big = action("1.2.9.4", "1.2.3.4");
+        big.data.clear();
+        big.limit = 16;
+        big.push(&[0u8; 10]);
+        big.push(&[0u8; 10]);
+        assert!(big.oversize && big.data.is_empty());
+        ledger.record("1.2.3.1", State::Stored).unwrap();
+        // the resolved one frees its slot
+        let t0 = std::time::Instant::now();
+        loop {
+            let rsp = c
+                .on_action(action("1.2.9.5", "1.2.3.5"), "MOD", tx.clone())
+                .await;
+            if status(rsp) == Some(STATUS_SUCCESS) {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "slot never freed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rsp = c.on_action(big, "MOD", tx.clone()).await;
+        assert_eq!(status(rsp), Some(STATUS_RESOURCE_LIMITATION));
+        // restart with three transactions on disk and room for two
+        std::fs::copy(
+            dir.path().join(PENDING_DIR).join("1.2.9.2.json"),
+            dir.path().join(PENDING_DIR).join("1.2.9.6.json"),
+        )
+        .unwrap();
+        let files = || {
+            std::fs::read_dir(dir.path().join(PENDING_DIR))
+                .unwrap()
+                .count()
+        };
+        assert!(files() >= 3, "{}", files());
+        let ledger = Arc::new(Ledger::open(&Ledger::path_in(dir.path())).unwrap());
+        let restarted = Arc::new(Commitment::new(ledger, cfg, "MADO"));
+        assert_eq!(restarted.resume(), 2);
     }
 
     /// An accepted transaction is on disk before its success status, is
@@ -1155,6 +1316,8 @@ mod tests {
                 has_data_set: true,
             },
             data: request_bytes(tx, &[(uids::CT_IMAGE_STORAGE, sop)]),
+            limit: 1 << 20,
+            oversize: false,
         };
         let c = service(&ledger, 60_000);
         let (tx, mut rx) = mpsc::unbounded_channel();

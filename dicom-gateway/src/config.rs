@@ -54,12 +54,26 @@ pub struct CommitmentConfig {
     /// Connect / read / write timeout of such an association, seconds.
     #[serde(default = "default_association_timeout")]
     pub association_timeout_secs: u64,
+    /// Most SOP instances referenced by one N-ACTION request; a larger one is
+    /// refused with 0x0213 (resource limitation).
+    #[serde(default = "default_max_references")]
+    pub max_references: usize,
+    /// Most accepted transactions waiting for their instances at a time
+    /// (also after a restart); further N-ACTIONs get 0x0213.
+    #[serde(default = "default_max_pending_transactions")]
+    pub max_pending_transactions: usize,
     /// Where to send a report when the requesting association has closed:
     /// calling AE title → `host:port` of that AE's SCP.
     #[serde(default)]
     pub peers: std::collections::BTreeMap<String, String>,
 }
 
+fn default_max_references() -> usize {
+    10_000
+}
+fn default_max_pending_transactions() -> usize {
+    64
+}
 fn default_commitment_timeout() -> u64 {
     3600
 }
@@ -77,6 +91,8 @@ impl Default for CommitmentConfig {
             timeout_secs: default_commitment_timeout(),
             delivery_attempts: default_delivery_attempts(),
             association_timeout_secs: default_association_timeout(),
+            max_references: default_max_references(),
+            max_pending_transactions: default_max_pending_transactions(),
             peers: Default::default(),
         }
     }
@@ -100,6 +116,32 @@ pub struct DicomConfig {
     pub max_associations: usize,
     /// Abort an association after this many seconds without a PDU.
     pub idle_timeout_secs: u64,
+    /// The A-ASSOCIATE-RQ (and the TLS handshake) must be complete within
+    /// this many seconds of the connection.
+    #[serde(default = "default_association_timeout_secs")]
+    pub association_timeout_secs: u64,
+    /// A PDU, once its header has arrived, must be complete within this many
+    /// seconds plus its length at `min_bytes_per_sec`.
+    #[serde(default = "default_pdu_timeout_secs")]
+    pub pdu_timeout_secs: u64,
+    /// Slowest transfer rate accepted within a PDU, bytes per second.
+    #[serde(default = "default_min_bytes_per_sec")]
+    pub min_bytes_per_sec: u64,
+    /// Open connections from one source address (negotiating or associated).
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Connections still negotiating (no association yet); beyond, the
+    /// oldest is dropped. They do not take association slots.
+    #[serde(default = "default_max_pending_connections")]
+    pub max_pending_connections: usize,
+    /// Largest data set of one C-STORE, bytes; a larger one aborts the
+    /// association and its temp file is removed.
+    #[serde(default = "default_max_instance_bytes")]
+    pub max_instance_bytes: u64,
+    /// Largest DIMSE command set or storage commitment (N-ACTION) data set,
+    /// bytes: these are parsed whole in memory.
+    #[serde(default = "default_max_parsed_bytes")]
+    pub max_parsed_bytes: usize,
     /// Who may open associations: calling AE titles, each optionally bound
     /// to source addresses. Empty: any calling AE from any address.
     #[serde(default)]
@@ -111,6 +153,69 @@ pub struct DicomConfig {
     /// `[dicom.tls]`: a second, TLS listener (PS3.15 Annex B). Absent: none.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+}
+
+fn default_association_timeout_secs() -> u64 {
+    10
+}
+fn default_pdu_timeout_secs() -> u64 {
+    10
+}
+fn default_min_bytes_per_sec() -> u64 {
+    64 * 1024
+}
+fn default_max_connections_per_peer() -> usize {
+    8
+}
+fn default_max_pending_connections() -> usize {
+    32
+}
+fn default_max_instance_bytes() -> u64 {
+    2 * 1024 * 1024 * 1024
+}
+fn default_max_parsed_bytes() -> usize {
+    1024 * 1024
+}
+
+impl DicomConfig {
+    pub fn association_timeout(&self) -> Duration {
+        Duration::from_secs(self.association_timeout_secs)
+    }
+
+    /// How long a PDU of `len` bytes may take once its header arrived.
+    pub fn pdu_time(&self, len: u64) -> Duration {
+        Duration::from_secs(self.pdu_timeout_secs)
+            + Duration::from_secs_f64(len as f64 / self.min_bytes_per_sec.max(1) as f64)
+    }
+
+    /// Checks serde cannot express (`field`, what was expected).
+    fn validate_limits(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.association_timeout_secs == 0 {
+            return Err(("dicom.association_timeout_secs", "expected at least 1"));
+        }
+        if self.pdu_timeout_secs == 0 {
+            return Err(("dicom.pdu_timeout_secs", "expected at least 1"));
+        }
+        if self.min_bytes_per_sec == 0 {
+            return Err(("dicom.min_bytes_per_sec", "expected at least 1"));
+        }
+        if self.max_connections_per_peer == 0 {
+            return Err(("dicom.max_connections_per_peer", "expected at least 1"));
+        }
+        if self.max_pending_connections == 0 {
+            return Err(("dicom.max_pending_connections", "expected at least 1"));
+        }
+        if self.max_instance_bytes < 1024 {
+            return Err(("dicom.max_instance_bytes", "expected at least 1024"));
+        }
+        if !(4096..=64 * 1024 * 1024).contains(&self.max_parsed_bytes) {
+            return Err((
+                "dicom.max_parsed_bytes",
+                "expected a value from 4096 to 67108864",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[dicom.tls]`: DICOM over TLS on its own port.
@@ -324,6 +429,9 @@ impl GatewayConfig {
         if self.dicom.idle_timeout_secs == 0 {
             return bad("dicom.idle_timeout_secs", "expected at least 1");
         }
+        if let Err((field, what)) = self.dicom.validate_limits() {
+            return bad(field, what);
+        }
         for (i, uid) in self.dicom.extra_sop_classes.iter().enumerate() {
             if mado_core::Uid::parse(uid.trim()).is_err() {
                 return bad(
@@ -378,6 +486,15 @@ impl GatewayConfig {
         }
         if self.commitment.timeout_secs == 0 {
             return bad("commitment.timeout_secs", "expected at least 1");
+        }
+        if self.commitment.max_references == 0 || self.commitment.max_references > 65_536 {
+            return bad(
+                "commitment.max_references",
+                "expected a value from 1 to 65536",
+            );
+        }
+        if self.commitment.max_pending_transactions == 0 {
+            return bad("commitment.max_pending_transactions", "expected at least 1");
         }
         for (ae, addr) in &self.commitment.peers {
             let t = ae.trim();

@@ -135,9 +135,23 @@ fn one(path: &Path, rel: &Path, opts: &BatchOptions, deid: &Pipeline) -> FileRes
         Ok(false) => return FileResult::Skipped,
         Err(e) => return FileResult::Error(format!("cannot read: {e}")),
     }
+    let raw = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return FileResult::Error(format!("cannot read: {e}")),
+    };
+    // nesting, declared lengths and inflated size before the recursive parse
+    if let Err(e) = crate::guard::check_part10(&raw) {
+        return FileResult::Error(format!("not a readable DICOM file: {e}"));
+    }
+    // the 128-byte preamble, or none (as check_part10 found it)
+    let preamble = if raw.get(128..132) == Some(b"DICM") {
+        ReadPreamble::Always
+    } else {
+        ReadPreamble::Never
+    };
     let obj = match OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Auto)
-        .open_file(path)
+        .read_preamble(preamble)
+        .from_reader(raw.as_slice())
     {
         Ok(o) => o,
         Err(e) => return FileResult::Error(format!("not a readable DICOM file: {e}")),

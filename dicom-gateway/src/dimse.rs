@@ -50,6 +50,9 @@ pub struct Command {
 
 impl Command {
     pub fn parse(bytes: &[u8]) -> Result<Self, CommandError> {
+        // walked first: nesting and declared lengths are checked before
+        // anything is allocated or parsed recursively
+        crate::guard::check_command(bytes).map_err(|e| CommandError::Parse(e.to_string()))?;
         let obj =
             InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
                 .map_err(|e| CommandError::Parse(e.to_string()))?;

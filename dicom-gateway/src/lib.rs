@@ -12,6 +12,7 @@ pub mod config;
 pub mod deid;
 pub mod deid_cmd;
 pub mod dimse;
+pub mod guard;
 pub mod quarantine;
 pub mod quarantine_http;
 pub mod scp;

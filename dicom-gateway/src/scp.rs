@@ -1,10 +1,23 @@
 //! The DIMSE SCP: Verification (C-ECHO) and Storage (C-STORE).
 //!
-//! One task per association, at most `dicom.max_associations` at a time
-//! (further connections wait in the listen backlog). Each association gets
-//! a span with its id, peer address and calling AE title. An association
-//! silent for `dicom.idle_timeout_secs` is aborted; a malformed PDU or
-//! command ends the association (A-ABORT), never the process.
+//! One task per connection. Every connection is accepted at once (the
+//! listen queue never fills) and counted against its source address
+//! (`dicom.max_connections_per_peer`, beyond: closed at once) and, until
+//! its association is established, against the pre-association budget
+//! (`dicom.max_pending_connections`, beyond: the oldest still negotiating
+//! is dropped); only an established association takes one of the
+//! `dicom.max_associations` slots. The A-ASSOCIATE-RQ must be complete
+//! within `dicom.association_timeout_secs`.
+//!
+//! Time limits on an association: the next DIMSE message must begin
+//! within `dicom.idle_timeout_secs`; once begun, every PDU of it must arrive
+//! by `pdu_timeout_secs` plus the message's bytes so far at
+//! `min_bytes_per_sec` (counted from the message's first PDU), so a peer
+//! trickling bytes cannot hold a slot. A data set over
+//! `dicom.max_instance_bytes` aborts the association (temp file removed).
+//! Each association gets a span with its id, peer address and calling AE
+//! title; a malformed PDU or command ends the association (A-ABORT), never
+//! the process.
 
 use crate::config::DicomConfig;
 use crate::dimse::{self, Command};
@@ -19,9 +32,10 @@ use dicom_ul::pdu::{
     UserIdentity,
 };
 use dicom_ul::{Pdu, ServerAssociationOptions};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -137,6 +151,8 @@ pub struct Scp {
     options: Options,
     access: PeerAccess,
     idle: Duration,
+    /// `[dicom]`, for its limits.
+    limits: DicomConfig,
     spool: Spool,
     /// Spool ids of newly acknowledged instances, for the upload worker.
     wake: mpsc::UnboundedSender<String>,
@@ -188,6 +204,7 @@ impl Scp {
             options,
             access,
             idle: cfg.idle_timeout(),
+            limits: cfg.clone(),
             spool,
             wake,
             commitment: None,
@@ -212,7 +229,8 @@ impl Scp {
     /// Accept associations on `listener` (plain) and `tls_listener` (TLS
     /// handshake first) until `shutdown` completes, then stop accepting and
     /// give running associations `grace` to finish before aborting them.
-    /// Both listeners share the `max_associations` slots.
+    /// Both listeners share the `max_associations` slots, the per-peer
+    /// limit and the pre-association budget.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -223,31 +241,25 @@ impl Scp {
     ) {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let slots = Arc::new(Semaphore::new(max_associations));
+        let negotiating: Negotiating = Arc::default();
+        let peers: PeerCounts = Arc::default();
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
+            let tls_accept = async {
+                match &tls_listener {
+                    Some(l) => l.accept().await,
+                    None => std::future::pending().await,
+                }
+            };
             let accepted = tokio::select! {
                 _ = &mut shutdown => break,
-                a = async {
-                    // a free slot first, so excess connections wait in the backlog
-                    let permit = slots.clone().acquire_owned().await;
-                    let tls_accept = async {
-                        match &tls_listener {
-                            Some(l) => l.accept().await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    let accepted = tokio::select! {
-                        a = listener.accept() => a.map(|x| (x, false)),
-                        a = tls_accept => a.map(|x| (x, true)),
-                    };
-                    (permit, accepted)
-                } => a,
+                a = listener.accept() => a.map(|x| (x, false)),
+                a = tls_accept => a.map(|x| (x, true)),
             };
-            let (permit, ((socket, peer), tls)) = match accepted {
-                (Ok(p), Ok(x)) => (p, x),
-                (Err(_), _) => break, // the semaphore is never closed
-                (_, Err(e)) => {
+            let ((socket, peer), tls) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
                     // e.g. EMFILE: back off instead of spinning
                     warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -256,19 +268,49 @@ impl Scp {
             };
             while let Some(res) = tasks.try_join_next() {
                 if let Err(e) = res {
-                    warn!(error = %e, "association task failed");
+                    if !e.is_cancelled() {
+                        warn!(error = %e, "association task failed");
+                    }
                 }
             }
+            let Some(peer_slot) = PeerSlot::take(
+                &peers,
+                canonical(peer.ip()),
+                self.limits.max_connections_per_peer,
+            ) else {
+                warn!(peer = %peer.ip(), "connection closed: too many connections from this address");
+                metrics::counter!(crate::admin::names::ASSOCIATIONS_REJECTED, "reason" => "per-peer-limit")
+                    .increment(1);
+                continue;
+            };
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let this = self.clone();
             let span = info_span!("association", id, peer = %peer, tls, calling_ae = tracing::field::Empty);
-            tasks.spawn(
+            let slots = slots.clone();
+            let negotiation = NegotiationSlot {
+                id,
+                map: negotiating.clone(),
+            };
+            let mut open = negotiating.lock().unwrap_or_else(PoisonError::into_inner);
+            if open.len() >= self.limits.max_pending_connections {
+                // shed the oldest connection still negotiating: a real
+                // peer's A-ASSOCIATE-RQ arrives within milliseconds
+                if let Some((_, oldest)) = open.pop_first() {
+                    oldest.abort();
+                    info!("too many connections without an association: the oldest dropped");
+                    metrics::counter!(crate::admin::names::ASSOCIATIONS_REJECTED, "reason" => "pre-association-budget")
+                        .increment(1);
+                }
+            }
+            let handle = tasks.spawn(
                 async move {
-                    this.handle(socket, peer.ip(), tls).await;
-                    drop(permit);
+                    let _peer_slot = peer_slot;
+                    this.handle(socket, peer.ip(), tls, negotiation, &slots)
+                        .await;
                 }
                 .instrument(span),
             );
+            open.insert(id, handle);
         }
         drop(listener);
         drop(tls_listener);
@@ -287,7 +329,14 @@ impl Scp {
         }
     }
 
-    async fn handle(&self, socket: TcpStream, peer: IpAddr, tls: bool) {
+    async fn handle(
+        &self,
+        socket: TcpStream,
+        peer: IpAddr,
+        tls: bool,
+        negotiation: NegotiationSlot,
+        slots: &Arc<Semaphore>,
+    ) {
         if let Err(e) = socket.set_nodelay(true) {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
@@ -299,20 +348,28 @@ impl Scp {
         // TLS one runs the handshake first (client certificate checked by
         // rustls when `client_ca` is set)
         if tls {
-            self.associate(options.establish_tls_async(socket)).await;
+            self.associate(options.establish_tls_async(socket), negotiation, slots)
+                .await;
         } else {
-            self.associate(options.establish_async(socket)).await;
+            self.associate(options.establish_async(socket), negotiation, slots)
+                .await;
         }
     }
 
-    /// Negotiate the association (bounded by the idle timeout) and run it.
+    /// Negotiate the association (bounded by the association timeout),
+    /// take an association slot (waiting at most as long again) and run it.
     async fn associate<S: Transport, E: std::fmt::Display>(
         &self,
         establish: impl std::future::Future<Output = Result<AsyncServerAssociation<S>, E>>,
+        negotiation: NegotiationSlot,
+        slots: &Arc<Semaphore>,
     ) {
-        let assoc = match tokio::time::timeout(self.idle, establish).await {
+        let setup = self.limits.association_timeout();
+        let assoc = match tokio::time::timeout(setup, establish).await {
             Err(_) => {
-                info!("association request timed out");
+                info!("association request not complete in time; connection closed");
+                metrics::counter!(crate::admin::names::ASSOCIATIONS_REJECTED, "reason" => "association-timeout")
+                    .increment(1);
                 return;
             }
             Ok(Err(e)) => {
@@ -321,6 +378,19 @@ impl Scp {
             }
             Ok(Ok(a)) => a,
         };
+        let _permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => match tokio::time::timeout(setup, slots.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    warn!("no association slot free; aborting");
+                    let _ = assoc.abort().await;
+                    return;
+                }
+            },
+        };
+        // established: no longer shed with the connections still negotiating
+        drop(negotiation);
         let calling_ae = {
             use dicom_ul::association::Association as _;
             assoc.peer_ae_title().trim().to_string()
@@ -348,6 +418,8 @@ impl Scp {
             stored: 0,
             failed: 0,
             bytes: 0,
+            deadline: tokio::time::Instant::now(),
+            message: None,
         };
         let started = Instant::now();
         let end = session.run(assoc).await;
@@ -360,6 +432,62 @@ impl Scp {
             end,
             "association closed"
         );
+    }
+}
+
+/// Connections without an association yet (by id, oldest first), so that
+/// the oldest can be dropped when the pre-association budget is full.
+type Negotiating = Arc<Mutex<BTreeMap<u64, tokio::task::AbortHandle>>>;
+
+/// A connection's place in [`Negotiating`], left when dropped.
+struct NegotiationSlot {
+    id: u64,
+    map: Negotiating,
+}
+
+impl Drop for NegotiationSlot {
+    fn drop(&mut self) {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+/// Open connections per source address.
+type PeerCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One of a source address's `max_connections_per_peer`, released when
+/// dropped.
+struct PeerSlot {
+    ip: IpAddr,
+    counts: PeerCounts,
+}
+
+impl PeerSlot {
+    fn take(counts: &PeerCounts, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut m = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            ip,
+            counts: counts.clone(),
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -489,6 +617,11 @@ struct Session<'a> {
     stored: u64,
     failed: u64,
     bytes: u64,
+    /// When the PDU being read must be complete.
+    deadline: tokio::time::Instant,
+    /// The DIMSE message being received: when its first PDU began, and its
+    /// bytes so far (PDU and item headers included), for the minimum rate.
+    message: Option<(tokio::time::Instant, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -501,27 +634,50 @@ enum ProtocolError {
     Send(String),
     #[error("cannot receive: {0}")]
     Receive(std::io::Error),
+    #[error("data set larger than max_instance_bytes ({0} bytes)")]
+    TooLarge(u64),
 }
 
-/// Wait until the next PDU's header is buffered; returns its type.
-/// Cancel-safe: bytes read stay in the association's read buffer.
-async fn next_pdu_type<S: Transport>(assoc: &mut AsyncServerAssociation<S>) -> std::io::Result<u8> {
+/// Wait until the next PDU's header is buffered; returns its type and
+/// length. Once its first byte is there, the rest of the header must follow
+/// within `rest` (`TimedOut`). Cancel-safe: bytes read stay in the
+/// association's read buffer.
+async fn next_pdu_header<S: Transport>(
+    assoc: &mut AsyncServerAssociation<S>,
+    rest: Duration,
+) -> std::io::Result<(u8, u32)> {
     use tokio::io::AsyncReadExt;
     let (sock, rbuf) = assoc.get_mut();
+    let mut by = None;
     while rbuf.len() < 6 {
+        if !rbuf.is_empty() && by.is_none() {
+            by = Some(tokio::time::Instant::now() + rest);
+        }
         // only the header: the data set is read straight into its chunk
         let want = (6 - rbuf.len()) as u64;
-        if (&mut *sock).take(want).read_buf(rbuf).await? == 0 {
+        let mut limited = (&mut *sock).take(want);
+        let read = limited.read_buf(rbuf);
+        let n = match by {
+            None => read.await?,
+            Some(by) => tokio::time::timeout_at(by, read)
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??,
+        };
+        if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
     }
-    Ok(rbuf[0])
+    Ok((
+        rbuf[0],
+        u32::from_be_bytes([rbuf[2], rbuf[3], rbuf[4], rbuf[5]]),
+    ))
 }
 
-/// Read exactly `out.len()` bytes: buffered ones first, then the socket.
+/// Read exactly `out.len()` bytes by `deadline`: buffered ones first, then
+/// the socket.
 async fn read_exact<S: Transport>(
     assoc: &mut AsyncServerAssociation<S>,
-    idle: Duration,
+    deadline: tokio::time::Instant,
     out: &mut [u8],
 ) -> Result<(), ProtocolError> {
     use bytes::Buf;
@@ -531,7 +687,7 @@ async fn read_exact<S: Transport>(
     out[..n].copy_from_slice(&rbuf[..n]);
     rbuf.advance(n);
     if n < out.len() {
-        match tokio::time::timeout(idle, sock.read_exact(&mut out[n..])).await {
+        match tokio::time::timeout_at(deadline, sock.read_exact(&mut out[n..])).await {
             Err(_) => return Err(ProtocolError::Receive(std::io::ErrorKind::TimedOut.into())),
             Ok(Err(e)) => return Err(ProtocolError::Receive(e)),
             Ok(Ok(_)) => {}
@@ -543,77 +699,131 @@ async fn read_exact<S: Transport>(
 impl Session<'_> {
     /// Drive the association to its end; returns how it ended.
     async fn run<S: Transport>(&mut self, mut assoc: AsyncServerAssociation<S>) -> &'static str {
+        // (how it ended, whether to send A-ABORT)
+        let (end, abort) = self.run_inner(&mut assoc).await;
+        if abort {
+            let _ = assoc.abort().await;
+        }
+        // a data set cut off: its temp file is gone before the association is
+        if let Some(rx) = self.pending.take() {
+            if let Some(task) = rx.file {
+                let _ = join_file(task).await;
+            }
+        }
+        end
+    }
+
+    async fn run_inner<S: Transport>(
+        &mut self,
+        assoc: &mut AsyncServerAssociation<S>,
+    ) -> (&'static str, bool) {
         loop {
+            // between messages: the idle timeout; within one: its rate
+            let wait = match self.message {
+                None => tokio::time::Instant::now() + self.scp.idle,
+                Some((start, bytes)) => start + self.scp.limits.pdu_time(bytes + 6),
+            };
             let received = tokio::select! {
-                r = tokio::time::timeout(self.scp.idle, next_pdu_type(&mut assoc)) => r,
+                r = tokio::time::timeout_at(
+                    wait,
+                    next_pdu_header(assoc, self.scp.limits.pdu_time(0)),
+                ) => r,
                 // storage commitment result for this association
-                // (next_pdu_type is cancel-safe; P-DATA is then read whole)
+                // (next_pdu_header is cancel-safe; P-DATA is then read whole)
                 Some(report) = self.reports.1.recv() => {
-                    self.send_report(&mut assoc, report).await;
+                    self.send_report(assoc, report).await;
                     continue;
                 }
             };
-            let pdu = match received {
+            let (kind, len) = match received {
+                Err(_) if self.message.is_some() => {
+                    warn!("DIMSE message arriving too slowly; aborting");
+                    return ("too-slow", true);
+                }
                 Err(_) => {
                     warn!("association idle for too long; aborting");
-                    let _ = assoc.abort().await;
-                    return "idle-timeout";
+                    return ("idle-timeout", true);
                 }
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     info!("connection closed by peer without release");
-                    return "closed";
+                    return ("closed", false);
+                }
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    warn!("PDU header arriving too slowly; aborting");
+                    return ("too-slow", true);
                 }
                 Ok(Err(e)) => {
                     warn!(error = %e, "cannot receive PDU; aborting");
-                    let _ = assoc.abort().await;
-                    return "receive-error";
+                    return ("receive-error", true);
                 }
-                Ok(Ok(PDATA_TF)) => match self.on_pdata(&mut assoc).await {
+                Ok(Ok(h)) => h,
+            };
+            if kind == PDATA_TF {
+                let now = tokio::time::Instant::now();
+                let (start, bytes) = self.message.get_or_insert((now, 0));
+                *bytes += 6 + u64::from(len);
+                self.deadline = *start + self.scp.limits.pdu_time(*bytes);
+                let r = self.on_pdata(assoc).await;
+                if self.pending.is_none() && self.action.is_none() && self.cmd_buf.is_empty() {
+                    // the message is complete: the idle timeout again
+                    self.message = None;
+                }
+                match r {
                     Ok(()) => continue,
+                    Err(ProtocolError::Receive(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        warn!("DIMSE message arriving too slowly; aborting");
+                        return ("too-slow", true);
+                    }
                     Err(ProtocolError::Receive(e)) => {
                         warn!(error = %e, "cannot receive P-DATA; aborting");
-                        let _ = assoc.abort().await;
-                        return "receive-error";
+                        return ("receive-error", true);
+                    }
+                    Err(ProtocolError::TooLarge(max)) => {
+                        warn!(
+                            max_instance_bytes = max,
+                            "data set larger than max_instance_bytes; aborting"
+                        );
+                        metrics::counter!(crate::admin::names::INSTANCES_REFUSED, "status" => "too-large")
+                            .increment(1);
+                        return ("too-large", true);
                     }
                     Err(e) => {
                         warn!(error = %e, "protocol error; aborting association");
-                        let _ = assoc.abort().await;
-                        return "protocol-error";
+                        return ("protocol-error", true);
                     }
-                },
-                Ok(Ok(_)) => match tokio::time::timeout(self.scp.idle, assoc.receive()).await {
-                    Err(_) => {
-                        warn!("association idle for too long; aborting");
-                        let _ = assoc.abort().await;
-                        return "idle-timeout";
-                    }
-                    Ok(Err(dicom_ul::association::Error::ConnectionClosed { .. })) => {
-                        info!("connection closed by peer without release");
-                        return "closed";
-                    }
-                    Ok(Err(e)) => {
-                        warn!(error = %e, "cannot receive PDU; aborting");
-                        let _ = assoc.abort().await;
-                        return "receive-error";
-                    }
-                    Ok(Ok(pdu)) => pdu,
-                },
+                }
+            }
+            // other PDUs are small (at most max_pdu, checked by dicom-ul)
+            let deadline = tokio::time::Instant::now() + self.scp.limits.pdu_time(u64::from(len));
+            let pdu = match tokio::time::timeout_at(deadline, assoc.receive()).await {
+                Err(_) => {
+                    warn!("PDU arriving too slowly; aborting");
+                    return ("too-slow", true);
+                }
+                Ok(Err(dicom_ul::association::Error::ConnectionClosed { .. })) => {
+                    info!("connection closed by peer without release");
+                    return ("closed", false);
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "cannot receive PDU; aborting");
+                    return ("receive-error", true);
+                }
+                Ok(Ok(pdu)) => pdu,
             };
             match pdu {
                 Pdu::ReleaseRQ => {
                     if let Err(e) = assoc.send(&Pdu::ReleaseRP).await {
                         debug!(error = %e, "cannot send A-RELEASE-RP");
                     }
-                    return "released";
+                    return ("released", false);
                 }
                 Pdu::AbortRQ { .. } => {
                     info!("association aborted by peer");
-                    return "aborted-by-peer";
+                    return ("aborted-by-peer", false);
                 }
                 other => {
                     warn!(pdu = %other.short_description(), "unexpected PDU; aborting");
-                    let _ = assoc.abort().await;
-                    return "unexpected-pdu";
+                    return ("unexpected-pdu", true);
                 }
             }
         }
@@ -625,21 +835,28 @@ impl Session<'_> {
         &mut self,
         assoc: &mut AsyncServerAssociation<S>,
     ) -> Result<(), ProtocolError> {
-        let idle = self.scp.idle;
+        let deadline = self.deadline;
         let mut hdr = [0u8; 6];
-        read_exact(assoc, idle, &mut hdr).await?;
+        read_exact(assoc, deadline, &mut hdr).await?;
         let len = u32::from_be_bytes([hdr[2], hdr[3], hdr[4], hdr[5]]);
         if len > assoc.acceptor_max_pdu_length() {
             return Err(ProtocolError::Unexpected(format!(
                 "P-DATA-TF of {len} bytes exceeds the negotiated maximum PDU length"
             )));
         }
+        if len == 0 {
+            // PS3.8 9.3.5: one or more PDV items (an empty one would only
+            // keep the association alive)
+            return Err(ProtocolError::Unexpected(
+                "P-DATA-TF without PDV items".into(),
+            ));
+        }
         let mut remaining = u64::from(len);
         while remaining > 0 {
             if remaining < 6 {
                 return Err(ProtocolError::Unexpected("truncated PDV item".into()));
             }
-            read_exact(assoc, idle, &mut hdr).await?;
+            read_exact(assoc, deadline, &mut hdr).await?;
             let item_len = u64::from(u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]));
             if item_len < 2 || item_len + 4 > remaining {
                 return Err(ProtocolError::Unexpected(format!(
@@ -671,12 +888,20 @@ impl Session<'_> {
                 "command received while a data set was expected".into(),
             ));
         }
-        let start = self.cmd_buf.len();
-        if start + len > 64 * 1024 {
-            return Err(ProtocolError::Unexpected("command set too large".into()));
+        if self.cmd_buf.len() + len > self.scp.limits.max_parsed_bytes {
+            return Err(ProtocolError::Unexpected(
+                "command set larger than max_parsed_bytes".into(),
+            ));
         }
-        self.cmd_buf.resize(start + len, 0);
-        read_exact(assoc, self.scp.idle, &mut self.cmd_buf[start..]).await?;
+        // grown as the bytes arrive, never ahead of them
+        let mut left = len;
+        while left > 0 {
+            let start = self.cmd_buf.len();
+            let n = left.min(16 * 1024);
+            self.cmd_buf.resize(start + n, 0);
+            read_exact(assoc, self.deadline, &mut self.cmd_buf[start..]).await?;
+            left -= n;
+        }
         if !is_last {
             return Ok(());
         }
@@ -694,18 +919,35 @@ impl Session<'_> {
         is_last: bool,
     ) -> Result<(), ProtocolError> {
         if self.action.is_some() {
-            // a small data set (storage commitment request): in memory
-            let mut data = vec![0u8; len];
-            read_exact(assoc, self.scp.idle, &mut data).await?;
-            let pdv = PDataValue {
-                presentation_context_id: pc_id,
-                value_type: PDataValueType::Data,
-                is_last,
-                data,
-            };
-            return self.on_action_data(assoc, pdv).await;
+            // a small data set (storage commitment request): in memory, up
+            // to max_parsed_bytes, read in pieces as it arrives
+            let mut left = len;
+            let mut piece = vec![0u8; len.min(16 * 1024)];
+            while left > 0 {
+                let n = left.min(piece.len());
+                read_exact(assoc, self.deadline, &mut piece[..n]).await?;
+                left -= n;
+                let pdv = PDataValue {
+                    presentation_context_id: pc_id,
+                    value_type: PDataValueType::Data,
+                    is_last: is_last && left == 0,
+                    data: piece[..n].to_vec(),
+                };
+                self.on_action_data(assoc, pdv).await?;
+            }
+            if len == 0 && is_last {
+                let pdv = PDataValue {
+                    presentation_context_id: pc_id,
+                    value_type: PDataValueType::Data,
+                    is_last,
+                    data: Vec::new(),
+                };
+                self.on_action_data(assoc, pdv).await?;
+            }
+            return Ok(());
         }
-        let idle = self.scp.idle;
+        let deadline = self.deadline;
+        let max = self.scp.limits.max_instance_bytes;
         let Some(rx) = self.pending.as_mut() else {
             return Err(ProtocolError::Unexpected(
                 "data set fragment without a C-STORE command".into(),
@@ -715,6 +957,10 @@ impl Session<'_> {
             return Err(ProtocolError::Unexpected(
                 "data set on another presentation context than its command".into(),
             ));
+        }
+        if rx.received + len as u64 > max {
+            // refused before reading on; the temp file goes with `pending`
+            return Err(ProtocolError::TooLarge(max));
         }
         let mut left = len;
         while left > 0 {
@@ -730,7 +976,7 @@ impl Session<'_> {
             } else {
                 // straight from the socket into the chunk
                 let mut limited = (&mut *sock).take(want as u64);
-                match tokio::time::timeout(idle, limited.read_buf(&mut rx.chunk)).await {
+                match tokio::time::timeout_at(deadline, limited.read_buf(&mut rx.chunk)).await {
                     Err(_) => {
                         return Err(ProtocolError::Receive(std::io::ErrorKind::TimedOut.into()))
                     }
@@ -963,6 +1209,8 @@ impl Session<'_> {
             transfer_syntax: pc.transfer_syntax.clone(),
             command: sc::ActionCommand::from(&cmd),
             data: Vec::new(),
+            limit: self.scp.limits.max_parsed_bytes,
+            oversize: false,
         };
         if cmd.has_data_set {
             self.action = Some(action);
@@ -985,7 +1233,7 @@ impl Session<'_> {
                 "data set on another presentation context than its command".into(),
             ));
         }
-        a.push(&pdv.data).map_err(ProtocolError::Unexpected)?;
+        a.push(&pdv.data);
         if pdv.is_last {
             if let Some(a) = self.action.take() {
                 self.finish_action(assoc, a).await?;

@@ -326,6 +326,7 @@ impl Spool {
     /// from `spawn_blocking`.
     pub fn store(&self, dataset: &[u8], expected: &Expected<'_>) -> Result<String, SpoolError> {
         let ts_uid = expected.transfer_syntax_uid.trim_end_matches(['\0', ' ']);
+        check_structure(io::Cursor::new(dataset), 0, dataset.len() as u64, ts_uid)?;
         validate(dataset, ts_uid, expected)?;
         let head = part10_header(expected)?;
 
@@ -572,6 +573,17 @@ impl Incoming {
     /// data durable (fdatasync). Blocking.
     pub fn finish(&mut self, expected: &Expected<'_>) -> Result<(), SpoolError> {
         let ts_uid = expected.transfer_syntax_uid.trim_end_matches(['\0', ' ']);
+        // the structure first: nothing below allocates from a declared
+        // length larger than what was received, or parses deeper than the
+        // guard's cap
+        let file = HeadThenFile {
+            head: &self.head,
+            start: self.header_len,
+            pos: self.header_len,
+            file: None,
+            path: &self.tmp,
+        };
+        check_structure(file, self.header_len, self.written, ts_uid)?;
         let complete = self.written <= self.head.len() as u64;
         if !validate_head(&self.head, complete, ts_uid, expected)? {
             // identifying attributes beyond the first HEAD_CAP bytes (e.g.
@@ -587,14 +599,6 @@ impl Incoming {
                 )));
             }
         }
-        let file = HeadThenFile {
-            head: &self.head,
-            start: self.header_len,
-            pos: self.header_len,
-            file: None,
-            path: &self.tmp,
-        };
-        check_structure(file, self.header_len, self.written, ts_uid)?;
         // fdatasync: contents and size; the rename is made durable by the
         // committer's directory fsync
         self.file.sync_data()?;
@@ -619,87 +623,28 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     );
 }
 
-/// Walk every element header of the data set in `path` (from byte `start`,
-/// `len` bytes), seeking over values instead of reading them, so that a
-/// data set cut short, or with an element or item running past its end or
-/// an undefined-length sequence never closed, is refused before it is
-/// acknowledged. Deflated data sets were parsed whole by `validate_head`;
-/// an undefined-length UN element (an implicit-VR sequence inside explicit
-/// VR, CP-246) ends the walk as accepted.
+/// Walk every element header of the data set in `src` (from byte `start`,
+/// `len` bytes) with the structure guard ([`crate::guard`]): values are
+/// sought over, never read, so a data set cut short, with an element or
+/// item running past its end, an undefined-length sequence never closed,
+/// sequences nested deeper than [`crate::guard::MAX_DEPTH`] or a deflated
+/// data set inflating beyond [`crate::guard::MAX_INFLATED`] is refused
+/// before it is acknowledged (and before anything parses it whole).
 fn check_structure<R: Read + Seek>(
     src: R,
     start: u64,
     len: u64,
     ts_uid: &str,
 ) -> Result<(), SpoolError> {
-    use dicom_core::header::{HasLength, Header};
-    use dicom_core::VR;
-    use dicom_encoding::transfer_syntax::Codec;
-    use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
-    let ts = crate::scp::readable_transfer_syntax(ts_uid)
-        .ok_or_else(|| SpoolError::UnsupportedTransferSyntax(ts_uid.to_string()))?;
-    if matches!(ts.codec(), Codec::Dataset(_)) {
-        return Ok(());
+    use crate::guard::GuardError;
+    if crate::scp::readable_transfer_syntax(ts_uid).is_none() {
+        return Err(SpoolError::UnsupportedTransferSyntax(ts_uid.to_string()));
     }
-    let cut =
-        |what: &str| SpoolError::Unreadable(format!("data set truncated or malformed: {what}"));
-    let end = start + len;
-    let reader = io::BufReader::with_capacity(16 * 1024, src);
-    let mut dec = StatefulDecoder::new_with_ts(reader, ts, start)
-        .map_err(|e| SpoolError::Unreadable(e.to_string()))?;
-    // `dec.position()` does not move on `seek`: what was sought over is
-    // added here.
-    let mut sought = 0u64;
-    // Undefined-length containers still open; `true` = encapsulated Pixel
-    // Data, whose items are raw fragments.
-    let mut open: Vec<bool> = Vec::new();
-    loop {
-        let pos = dec.position() + sought;
-        if pos >= end {
-            if pos > end {
-                return Err(cut("an element runs past the end"));
-            }
-            break;
-        }
-        let h = dec.decode_header().map_err(|_| cut("element header"))?;
-        let undefined = h.length().is_undefined();
-        let n = u64::from(h.length().0);
-        let skip = |dec: &mut StatefulDecoder<_, _, _, _>, sought: &mut u64| {
-            let to = dec.position() + *sought + n;
-            if to > end {
-                return Err(cut("an element runs past the end"));
-            }
-            dec.seek(to).map_err(|_| cut("seek"))?;
-            *sought += n;
-            Ok(())
-        };
-        if h.is_item() && open.last() == Some(&true) {
-            if undefined {
-                return Err(cut("undefined-length fragment"));
-            }
-            skip(&mut dec, &mut sought)?;
-        } else if h.is_item() {
-            // an item of a sequence: its elements follow
-            if undefined {
-                open.push(false);
-            }
-        } else if h.is_item_delimiter() || h.is_sequence_delimiter() {
-            if open.pop().is_none() {
-                return Err(cut("delimiter without an open sequence or item"));
-            }
-        } else if undefined && h.vr() == VR::UN {
-            return Ok(());
-        } else if undefined {
-            open.push(h.tag() == tags::PIXEL_DATA);
-        } else if h.vr() != VR::SQ {
-            // (a defined-length sequence: its items follow)
-            skip(&mut dec, &mut sought)?;
-        }
-    }
-    if !open.is_empty() {
-        return Err(cut("a sequence or item is never closed"));
-    }
-    Ok(())
+    crate::guard::check(src, start, len, ts_uid).map_err(|e| match e {
+        GuardError::Io(e) => SpoolError::Io(e),
+        GuardError::UnsupportedTransferSyntax(t) => SpoolError::UnsupportedTransferSyntax(t),
+        e => SpoolError::Unreadable(e.to_string()),
+    })
 }
 
 /// The spool file being finished, read through the copy of its first

@@ -74,6 +74,10 @@ pub fn released_marker(path: &Path) -> std::path::PathBuf {
 /// upload. CPU-bound.
 pub fn prepare_file(path: &Path, deid: &Pipeline) -> Result<Prepared, PrepareError> {
     let raw = std::fs::read(path)?;
+    // nesting, declared lengths and inflated size checked before the
+    // recursive parse (an instance spooled before these checks existed, or
+    // a file put into pending/ by hand, cannot abort the process)
+    crate::guard::check_part10(&raw).map_err(|e| PrepareError::Parse(e.to_string()))?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
         .from_reader(raw.as_slice())
@@ -200,6 +204,10 @@ fn deid_pool() -> &'static rayon::ThreadPool {
         let nice = DEID_NICE.load(std::sync::atomic::Ordering::Relaxed);
         rayon::ThreadPoolBuilder::new()
             .thread_name(|i| format!("mado-deid-{i}"))
+            // the structure guard caps nesting before any recursive parse;
+            // a roomy stack is the second line (a stack overflow is not a
+            // panic: catch_unwind cannot stop it from aborting the process)
+            .stack_size(16 * 1024 * 1024)
             .start_handler(move |_| lower_thread_priority(nice))
             .build()
             .unwrap_or_else(|_| {

@@ -25,7 +25,8 @@ use super::table::{self, Action, OptionColumn, Row, TagPattern};
 use super::{DeidError, Identifiers, Outcome, Report, Stats};
 
 /// Sequences nested deeper than this are refused (a hostile file could exhaust the stack).
-const MAX_DEPTH: usize = 32;
+/// Every walk of the engine over nested items is bounded by it.
+pub const MAX_DEPTH: usize = 32;
 /// Dummy value (D) of text attributes and placeholder of cleaned (C) text.
 const DUMMY_TEXT: &str = "ANONYMIZED";
 const CLEANED_TEXT: &str = "CLEANED";
@@ -413,7 +414,7 @@ impl Engine {
             }
             if tag.group() % 2 == 1 {
                 if !self.private_keep {
-                    ctx.rs.skip(&elem);
+                    ctx.rs.skip(&elem)?;
                     ctx.stats.removed += 1;
                     continue;
                 }
@@ -436,11 +437,11 @@ impl Engine {
                             out.push(kept);
                         }
                     } else {
-                        ctx.rs.skip(&elem);
+                        ctx.rs.skip(&elem)?;
                         ctx.stats.removed += 1;
                     }
                 } else {
-                    ctx.rs.skip(&elem);
+                    ctx.rs.skip(&elem)?;
                     ctx.stats.removed += 1;
                 }
                 continue;
@@ -478,13 +479,13 @@ impl Engine {
         let tag = elem.tag();
         match op {
             Op::Remove => {
-                ctx.rs.skip(&elem);
+                ctx.rs.skip(&elem)?;
                 ctx.stats.removed += 1;
                 Ok(None)
             }
             Op::Keep | Op::KeepRefs => self.keep(elem, ctx, depth).map(Some),
             Op::Empty => {
-                ctx.rs.skip(&elem);
+                ctx.rs.skip(&elem)?;
                 ctx.stats.emptied += 1;
                 Ok(Some(match elem.value() {
                     Value::Sequence(_) => sequence(tag, Vec::new()),
@@ -492,7 +493,7 @@ impl Engine {
                 }))
             }
             Op::Dummy => {
-                ctx.rs.skip(&elem);
+                ctx.rs.skip(&elem)?;
                 ctx.stats.replaced += 1;
                 self.dummy(elem, ctx).map(Some)
             }
@@ -684,7 +685,7 @@ impl Engine {
             }
             // binary (overlay/curve data, UN...): cannot be cleaned, remove
             _ => {
-                ctx.rs.skip(&elem);
+                ctx.rs.skip(&elem)?;
                 ctx.stats.removed += 1;
                 Ok(None)
             }
@@ -874,8 +875,8 @@ impl RsCodecs {
 
     /// `elem` was read but is not written (removed, emptied or replaced): replay the
     /// Specific Character Set elements of its items for the reader only.
-    fn skip(&mut self, elem: &InMemElement) {
-        scan_rs(&mut self.read, elem);
+    fn skip(&mut self, elem: &InMemElement) -> Result<(), DeidError> {
+        scan_rs(&mut self.read, elem)
     }
 }
 
@@ -893,18 +894,49 @@ fn update_rs(state: &mut SpecificCharacterSet, elem: &InMemElement) {
     }
 }
 
-fn scan_rs(state: &mut SpecificCharacterSet, elem: &InMemElement) {
-    match elem.value() {
-        Value::Sequence(seq) => {
-            for item in seq.items() {
-                for e in item.iter() {
-                    scan_rs(state, e);
-                }
-            }
+/// Replay the Specific Character Set elements of `elem` and its items, in stream order.
+/// Iterative (a stack of item iterators), and refused beyond [`MAX_DEPTH`] levels like
+/// every other walk of the engine.
+fn scan_rs(state: &mut SpecificCharacterSet, elem: &InMemElement) -> Result<(), DeidError> {
+    type Items<'a> = std::slice::Iter<'a, InMemDicomObject>;
+    type Elems<'a> = <&'a InMemDicomObject as IntoIterator>::IntoIter;
+    let items = match elem.value() {
+        Value::Sequence(seq) => seq.items().iter(),
+        Value::Primitive(_) => {
+            update_rs(state, elem);
+            return Ok(());
         }
-        Value::Primitive(_) => update_rs(state, elem),
-        Value::PixelSequence(_) => {}
+        Value::PixelSequence(_) => return Ok(()),
+    };
+    // one entry per open sequence: its remaining items, and the elements left of the
+    // current item
+    let mut stack: Vec<(Items<'_>, Option<Elems<'_>>)> = vec![(items, None)];
+    while let Some((items, elems)) = stack.last_mut() {
+        let next = match elems.as_mut().and_then(Iterator::next) {
+            Some(e) => e,
+            None => match items.next() {
+                Some(item) => {
+                    *elems = Some(item.into_iter());
+                    continue;
+                }
+                None => {
+                    stack.pop();
+                    continue;
+                }
+            },
+        };
+        match next.value() {
+            Value::Sequence(seq) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(DeidError::TooDeep(MAX_DEPTH));
+                }
+                stack.push((seq.items().iter(), None));
+            }
+            Value::Primitive(_) => update_rs(state, next),
+            Value::PixelSequence(_) => {}
+        }
     }
+    Ok(())
 }
 
 /// Parse a Specific Character Set element; an unknown or invalid combination of terms is
@@ -1096,7 +1128,7 @@ fn top_texts<const N: usize>(
         if tag == tags::SPECIFIC_CHARACTER_SET {
             cs = parse_charset(elem)?;
         }
-        scan_rs(&mut rs, elem);
+        scan_rs(&mut rs, elem)?;
         if let Some(i) = wanted.iter().position(|t| *t == tag) {
             let v = decode_text(elem, &cs, &rs)?;
             out[i] = Some(v.trim_matches([' ', '\0']).to_owned());

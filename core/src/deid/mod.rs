@@ -89,7 +89,7 @@ mod tests;
 use dicom_core::Tag;
 
 pub use config::{DeidConfig, SafePrivateTag};
-pub use engine::Engine;
+pub use engine::{Engine, MAX_DEPTH};
 pub use screen::{blank_rectangles, screen, PixelRule, Rect, Screening, ScreeningPolicy};
 
 /// Implementation Class UID written into the file meta of every de-identified object.

@@ -489,6 +489,29 @@ fn deep_nesting_is_refused() {
     ));
 }
 
+/// The Specific Character Set replay walked every item recursively, without the cap: a
+/// sequence nested 200,000 deep before the identifiers (or removed by the profile)
+/// overflowed the stack and aborted the process. Now refused like any deep nesting.
+#[test]
+fn deep_nesting_in_an_early_or_removed_sequence_is_refused() {
+    for tag in [
+        tags::REFERENCED_IMAGE_SEQUENCE,
+        tags::OTHER_PATIENT_I_DS_SEQUENCE,
+    ] {
+        let mut inner = item(vec![el(tags::CODE_VALUE, VR::SH, "X")]);
+        for _ in 0..200_000 {
+            inner = item(vec![seq(tag, vec![inner])]);
+        }
+        let mut elems = vec![el(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE)];
+        elems.extend(inner);
+        let mut obj = file(elems);
+        let r = engine(&DeidConfig::default()).deidentify(&mut obj);
+        assert!(matches!(r, Err(DeidError::TooDeep(_))), "{r:?}");
+        // dropping it would recurse 200,000 levels as well (dicom-object's Drop)
+        std::mem::forget(obj);
+    }
+}
+
 #[test]
 fn config_errors() {
     let bad = |cfg: DeidConfig| Engine::new(&cfg, SECRET).unwrap_err().to_string();
