@@ -35,7 +35,7 @@ use mado_core::{SeriesUid, SopInstanceUid};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Largest viewport side.
@@ -44,20 +44,15 @@ const THUMBNAIL: u32 = 128;
 const TILE: u32 = 256;
 const IMMUTABLE: &str = "private, max-age=31536000, immutable";
 
-static DECODED: LazyLock<ByteLru<(String, u32), DecodedFrame>> =
-    LazyLock::new(|| ByteLru::new(512 * 1024 * 1024));
-
-/// Encoded answers by ETag (the ETag names the object, frame, parameters
-/// and media type, so it is a content address).
-static ENCODED: LazyLock<ByteLru<String, Bytes>> =
-    LazyLock::new(|| ByteLru::new(128 * 1024 * 1024));
+/// Default byte budget of the decoded-frame LRU.
+pub const DECODED_BYTES: usize = 512 * 1024 * 1024;
+/// Default byte budget of the encoded-answer LRU.
+pub const ENCODED_BYTES: usize = 128 * 1024 * 1024;
 
 /// Slices rendered ahead after a rendered request of a series.
 pub const READ_AHEAD: usize = 3;
 /// Read-ahead jobs at a time (the rest is skipped, never queued).
 pub const READ_AHEAD_JOBS: usize = 2;
-static READ_AHEAD_SLOTS: LazyLock<Arc<tokio::sync::Semaphore>> =
-    LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_JOBS)));
 
 /// Most frames in one rendered series or study answer.
 pub const MAX_RENDERED_PARTS: usize = 5000;
@@ -122,12 +117,8 @@ impl<K: Eq + Hash + Clone, V: Clone> Flights<K, V> {
 
 type FrameKey = (String, u32);
 
-/// Frames that decode faster than this are not kept in [`DECODED`].
+/// Frames that decode faster than this are not kept in the decoded LRU.
 const CHEAP_DECODE: Duration = Duration::from_millis(2);
-
-static DECODING: LazyLock<Flights<FrameKey, Result<Arc<DecodedFrame>, Shared>>> =
-    LazyLock::new(Flights::new);
-static ENCODING: LazyLock<Flights<String, Result<Bytes, Shared>>> = LazyLock::new(Flights::new);
 
 /// One instance of a series, in series order.
 #[derive(Debug, Clone)]
@@ -143,8 +134,42 @@ struct SliceRef {
 const SERIES_TTL: Duration = Duration::from_secs(10);
 type SeriesKey = (i64, String);
 type SeriesEntry = (Instant, Arc<Vec<SliceRef>>);
-static SERIES: LazyLock<Mutex<HashMap<SeriesKey, SeriesEntry>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The render caches and single flights of one application (held by
+/// `AppState`, built in `Application::build`): two applications in one
+/// process never share an entry (the series hint is keyed by study row
+/// id, which is only unique within one database).
+pub struct RenderCaches {
+    /// Decoded frames by (object digest, frame).
+    decoded: ByteLru<(String, u32), DecodedFrame>,
+    /// Encoded answers by ETag (the ETag names the object, frame,
+    /// parameters and media type, so it is a content address).
+    encoded: ByteLru<String, Bytes>,
+    read_ahead_slots: Arc<tokio::sync::Semaphore>,
+    decoding: Flights<FrameKey, Result<Arc<DecodedFrame>, Shared>>,
+    encoding: Flights<String, Result<Bytes, Shared>>,
+    series: Mutex<HashMap<SeriesKey, SeriesEntry>>,
+}
+
+impl RenderCaches {
+    /// Caches bounded by `decoded_bytes` and `encoded_bytes`.
+    pub fn new(decoded_bytes: usize, encoded_bytes: usize) -> Self {
+        Self {
+            decoded: ByteLru::new(decoded_bytes),
+            encoded: ByteLru::new(encoded_bytes),
+            read_ahead_slots: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_JOBS)),
+            decoding: Flights::new(),
+            encoding: Flights::new(),
+            series: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Default for RenderCaches {
+    fn default() -> Self {
+        Self::new(DECODED_BYTES, ENCODED_BYTES)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -303,6 +328,7 @@ async fn decoded(
     frame: u32,
 ) -> Result<Arc<DecodedFrame>, ApiError> {
     decoded_shared(
+        state.render_caches.clone(),
         state.store.clone(),
         key.to_owned(),
         sha256.to_owned(),
@@ -313,18 +339,21 @@ async fn decoded(
 }
 
 async fn decoded_shared(
+    caches: Arc<RenderCaches>,
     store: mado_store::DynStore,
     key: String,
     sha256: String,
     frame: u32,
 ) -> Result<Arc<DecodedFrame>, Shared> {
     let ck = (sha256, frame);
-    if let Some(hit) = DECODED.get(&ck) {
+    if let Some(hit) = caches.decoded.get(&ck) {
         return Ok(hit);
     }
-    DECODING
+    let c = caches.clone();
+    caches
+        .decoding
         .run(ck.clone(), || async move {
-            if let Some(hit) = DECODED.get(&ck) {
+            if let Some(hit) = c.decoded.get(&ck) {
                 return Ok(hit);
             }
             let bytes = store
@@ -344,7 +373,7 @@ async fn decoded_shared(
             // less than keeping it costs: a cached frame is fresh memory
             // (page faults) and would push the costly ones out of the LRU.
             if took >= CHEAP_DECODE {
-                DECODED.insert(ck, d.clone());
+                c.decoded.insert(ck, d.clone());
             }
             Ok(d)
         })
@@ -369,7 +398,7 @@ async fn series_slices(
     fresh: bool,
 ) -> Result<Arc<Vec<SliceRef>>, ApiError> {
     let key = (study_id, series.to_owned());
-    if let (false, Ok(m)) = (fresh, SERIES.lock()) {
+    if let (false, Ok(m)) = (fresh, state.render_caches.series.lock()) {
         if let Some((at, v)) = m.get(&key) {
             if at.elapsed() < SERIES_TTL {
                 return Ok(v.clone());
@@ -389,7 +418,7 @@ async fn series_slices(
             })
             .collect(),
     );
-    if let Ok(mut m) = SERIES.lock() {
+    if let Ok(mut m) = state.render_caches.series.lock() {
         if m.len() > 1024 {
             m.retain(|_, (at, _)| at.elapsed() < SERIES_TTL);
             if m.len() > 1024 {
@@ -444,6 +473,7 @@ fn not_modified(req: &HttpRequest, etag: &str) -> bool {
 /// decoded (cache) → window → viewport → encode on rayon. Shared by
 /// requests and read-ahead (single flight on the ETag).
 async fn rendered_bytes(
+    caches: Arc<RenderCaches>,
     store: mado_store::DynStore,
     object_key: String,
     sha256: String,
@@ -452,15 +482,17 @@ async fn rendered_bytes(
     format: Format,
     tag: String,
 ) -> Result<Bytes, Shared> {
-    if let Some(hit) = ENCODED.get(&tag) {
+    if let Some(hit) = caches.encoded.get(&tag) {
         return Ok((*hit).clone());
     }
-    ENCODING
+    let c = caches.clone();
+    caches
+        .encoding
         .run(tag.clone(), || async move {
-            if let Some(hit) = ENCODED.get(&tag) {
+            if let Some(hit) = c.encoded.get(&tag) {
                 return Ok((*hit).clone());
             }
-            let d = decoded_shared(store, object_key, sha256, frame - 1).await?;
+            let d = decoded_shared(c.clone(), store, object_key, sha256, frame - 1).await?;
             let body = cpu::run(move || {
                 let mut img = d.to_image8(params.window);
                 if let Some(vp) = params.viewport {
@@ -476,7 +508,7 @@ async fn rendered_bytes(
             .map_err(|e| Shared::Cpu(e.to_string().into()))?
             .map_err(|e| Shared::Render(Arc::new(e)))?;
             let body = Bytes::from(body);
-            ENCODED.insert(tag, Arc::new(body.clone()));
+            c.encoded.insert(tag, Arc::new(body.clone()));
             Ok(body)
         })
         .await
@@ -493,17 +525,18 @@ fn read_ahead(state: &AppState, slices: &[SliceRef], sop: &str, params: &Params,
             continue;
         }
         let tag = render_tag(&next.sha256, 1, params, format);
-        if ENCODED.get(&tag).is_some() || ENCODING.in_flight(&tag) {
+        let caches = state.render_caches.clone();
+        if caches.encoded.get(&tag).is_some() || caches.encoding.in_flight(&tag) {
             continue;
         }
-        let Ok(permit) = READ_AHEAD_SLOTS.clone().try_acquire_owned() else {
+        let Ok(permit) = caches.read_ahead_slots.clone().try_acquire_owned() else {
             return;
         };
         let store = state.store.clone();
         let (key, sha, params) = (next.object_key.clone(), next.sha256.clone(), params.clone());
         actix_web::rt::spawn(async move {
             let _permit = permit;
-            if let Err(e) = rendered_bytes(store, key, sha, 1, params, format, tag).await {
+            if let Err(e) = rendered_bytes(caches, store, key, sha, 1, params, format, tag).await {
                 tracing::debug!(error = ?e, "read-ahead rendering failed");
             }
         });
@@ -560,6 +593,7 @@ async fn render(
         read_ahead(&state, &slices, &sop, &params, format);
     }
     let body = rendered_bytes(
+        state.render_caches.clone(),
         state.store.clone(),
         t.object_key,
         t.sha256,
@@ -638,25 +672,35 @@ async fn render_many(
     let boundary = multipart::boundary();
     let content_type = multipart::content_type(&boundary, format.media(), None);
     let store = state.store.clone();
+    let caches = state.render_caches.clone();
     let b = boundary.clone();
     let study = study.to_owned();
     let frames = slices
         .into_iter()
         .flat_map(|(series, s)| (1..=s.frames).map(move |f| (series.clone(), s.clone(), f)));
     let parts = futures::stream::iter(frames.enumerate()).then(move |(i, (series, s, frame))| {
-        let (store, b, params) = (store.clone(), b.clone(), params.clone());
+        let (caches, store, b, params) = (caches.clone(), store.clone(), b.clone(), params.clone());
         let location = format!(
             "{base}/studies/{study}/series/{series}/instances/{}/frames/{frame}/rendered",
             s.sop
         );
         async move {
             let tag = render_tag(&s.sha256, frame, &params, format);
-            let data = rendered_bytes(store, s.object_key, s.sha256, frame, params, format, tag)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = ?e, "rendering a part of a rendered series or study");
-                    std::io::Error::other("rendering failed")
-                })?;
+            let data = rendered_bytes(
+                caches,
+                store,
+                s.object_key,
+                s.sha256,
+                frame,
+                params,
+                format,
+                tag,
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(error = ?e, "rendering a part of a rendered series or study");
+                std::io::Error::other("rendering failed")
+            })?;
             Ok::<Bytes, std::io::Error>(multipart::part(
                 &b,
                 format.media(),

@@ -63,7 +63,7 @@ async fn metadata_answer(
     refs: Vec<InstanceRef>,
 ) -> Result<HttpResponse, ApiError> {
     let base = base_url(req);
-    let (body, etag) = wado::metadata(&state.db, &base, study_uid, &refs)
+    let (body, etag) = wado::metadata(&state.db, &state.metadata_cache, &base, study_uid, &refs)
         .await
         .map_err(db_err)?;
     if if_none_match(req, &etag) {
@@ -288,8 +288,10 @@ fn parse_frame_list(s: &str) -> Result<Vec<u32>, ApiError> {
 
 /// Frames served recently (viewers fetch the same frames again when a
 /// layout or viewport changes), by object digest, frame list and mode.
-static FRAMES: std::sync::LazyLock<ByteLru<String, Frames>> =
-    std::sync::LazyLock::new(|| ByteLru::new(256 * 1024 * 1024));
+/// Held by `AppState` (`frames_cache`), built in `Application::build`.
+pub type FramesCache = ByteLru<String, Frames>;
+/// Default byte budget of [`FramesCache`].
+pub const FRAMES_BYTES: usize = 256 * 1024 * 1024;
 /// Larger answers (whole multi-frame bulk data) are not kept.
 const MAX_CACHED_FRAMES: usize = 16 * 1024 * 1024;
 
@@ -311,7 +313,7 @@ async fn frames_answer(
     let decode = mode == FrameMode::Decode;
     // content-addressed: the object's digest, the frames and the mode
     let key = format!("{}|{decode}|{frames:?}", r.sha256);
-    let out = match FRAMES.get(&key) {
+    let out = match state.frames_cache.get(&key) {
         Some(hit) => hit,
         None => {
             let data = state.store.get(&r.object_key).await.map_err(|e| {
@@ -330,7 +332,7 @@ async fn frames_answer(
                 })?;
             let out = std::sync::Arc::new(out);
             if out.weight() <= MAX_CACHED_FRAMES {
-                FRAMES.insert(key, out.clone());
+                state.frames_cache.insert(key, out.clone());
             }
             out
         }
