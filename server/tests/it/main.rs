@@ -25,5 +25,6 @@ mod oidc;
 mod oidc_browser;
 mod render;
 mod shares;
+mod tenancy;
 mod totp;
 mod ui_browser;
