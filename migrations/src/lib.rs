@@ -14,6 +14,7 @@ mod m20250601_000005_create_users;
 mod m20250601_000006_create_sessions;
 mod m20251120_000001_orgs_grants_audit;
 mod m20261123_000002_totp_last_step;
+mod m20261207_000001_patients_per_org;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250601_000006_create_sessions::Migration),
             Box::new(m20251120_000001_orgs_grants_audit::Migration),
             Box::new(m20261123_000002_totp_last_step::Migration),
+            Box::new(m20261207_000001_patients_per_org::Migration),
         ]
     }
 }

@@ -6,7 +6,7 @@ use crate::config::Settings;
 use crate::db::{self, DbSetupError};
 use crate::request_id;
 use crate::routes;
-use crate::state::AppState;
+use crate::state::{AppCaches, AppState};
 use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
@@ -62,7 +62,10 @@ impl Application {
             addr: settings.http.bind.clone(),
             source,
         })?;
-        let state = web::Data::new(AppState::new(settings, db, store));
+        // Every cache of this application lives in its state (none per
+        // process): two applications in one process never share an entry.
+        let caches = AppCaches::default();
+        let state = web::Data::new(AppState::with_caches(settings, db, store, caches));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())

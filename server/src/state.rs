@@ -5,6 +5,7 @@ use crate::services::audit::AuditLog;
 use mado_store::DynStore;
 use sea_orm::DatabaseConnection;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 pub struct AppState {
@@ -30,9 +31,45 @@ pub struct AppState {
     pub limits: crate::config::LimitsSettings,
     /// Memory shared by decoding, rendering and STOW (`[limits] memory_budget`).
     pub budget: std::sync::Arc<crate::services::cpu::MemoryBudget>,
+    /// Rendered-image caches, read-ahead slots and single flights.
+    pub render_caches: Arc<crate::routes::dicomweb::RenderCaches>,
+    /// Recently served frames (WADO-RS frames).
+    pub frames_cache: crate::routes::dicomweb::FramesCache,
+    /// Instance-level QIDO answers.
+    pub qido_instances_cache: crate::routes::dicomweb::InstanceAnswers,
+    /// WADO-RS metadata answers.
+    pub metadata_cache: crate::services::dicomweb::wado::MetadataCache,
     /// SHA-256 of each accepted gateway token (the tokens themselves are
     /// not kept), with the gateway's identity.
     gateway_token_digests: Vec<([u8; 32], GatewayIdentity)>,
+}
+
+/// The caches of one application, built by `Application::build` and moved
+/// into its [`AppState`]: nothing is cached per process, so two
+/// applications in one process (tests) never share an entry.
+pub struct AppCaches {
+    pub render: crate::routes::dicomweb::RenderCaches,
+    pub frames: crate::routes::dicomweb::FramesCache,
+    pub qido_instances: crate::routes::dicomweb::InstanceAnswers,
+    pub metadata: crate::services::dicomweb::wado::MetadataCache,
+}
+
+impl Default for AppCaches {
+    /// Every cache at its default byte budget.
+    fn default() -> Self {
+        Self {
+            render: Default::default(),
+            frames: crate::services::dicomweb::cache::ByteLru::new(
+                crate::routes::dicomweb::FRAMES_BYTES,
+            ),
+            qido_instances: crate::services::dicomweb::cache::ByteLru::new(
+                crate::routes::dicomweb::INSTANCE_ANSWERS_BYTES,
+            ),
+            metadata: crate::services::dicomweb::cache::ByteLru::new(
+                crate::services::dicomweb::wado::METADATA_BYTES,
+            ),
+        }
+    }
 }
 
 /// A gateway's machine identity: its name and the organisation its
@@ -48,6 +85,16 @@ pub const DEFAULT_ORG: &str = "default";
 
 impl AppState {
     pub fn new(settings: &Settings, db: DatabaseConnection, store: DynStore) -> Self {
+        Self::with_caches(settings, db, store, AppCaches::default())
+    }
+
+    /// [`AppState::new`] with the application's caches.
+    pub fn with_caches(
+        settings: &Settings,
+        db: DatabaseConnection,
+        store: DynStore,
+        caches: AppCaches,
+    ) -> Self {
         let gateway_token_digests = settings
             .ingest
             .gateway_tokens
@@ -104,6 +151,10 @@ impl AppState {
                     Err(_) => Vec::new(),
                 }
             },
+            render_caches: Arc::new(caches.render),
+            frames_cache: caches.frames,
+            qido_instances_cache: caches.qido_instances,
+            metadata_cache: caches.metadata,
             gateway_token_digests,
         }
     }

@@ -29,6 +29,8 @@
 //! - a share link session sees its one study (metadata and pixels; DICOM
 //!   download unless the link is pixels-only), nothing else.
 
+pub mod routes;
+
 use crate::db::entities::{studies, study_grants};
 use crate::error::ApiError;
 use crate::extract::resolve_session;
@@ -113,19 +115,32 @@ pub enum Role {
     Radiologist,
     Referring,
     Technologist,
+    /// Reads its own organisation's audit trail; no study.
     Auditor,
+    /// Reads every organisation's audit trail; no study. Never given
+    /// through an organisation (admin form, OIDC claim, configured default
+    /// role): only set on the account by the operator.
+    PlatformAuditor,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Admin,
         Role::Radiologist,
         Role::Referring,
         Role::Technologist,
         Role::Auditor,
+        Role::PlatformAuditor,
     ];
 
+    /// A role an organisation may hand out (admin form, OIDC claim,
+    /// configured default): every role but [`Role::PlatformAuditor`].
     pub fn parse(s: &str) -> Option<Role> {
+        Self::from_stored(s).filter(|r| *r != Role::PlatformAuditor)
+    }
+
+    /// The role stored on an account (any role).
+    pub fn from_stored(s: &str) -> Option<Role> {
         Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
@@ -136,6 +151,7 @@ impl Role {
             Role::Referring => "referring",
             Role::Technologist => "technologist",
             Role::Auditor => "auditor",
+            Role::PlatformAuditor => "platform_auditor",
         }
     }
 
@@ -147,13 +163,13 @@ impl Role {
                 action,
                 Action::ViewMetadata | Action::ViewPixels | Action::Download
             ),
-            Role::Referring | Role::Auditor => false,
+            Role::Referring | Role::Auditor | Role::PlatformAuditor => false,
         }
     }
 
     /// Whether grants apply to the role (auditors never see studies).
     pub fn may_use_grants(self) -> bool {
-        !matches!(self, Role::Auditor)
+        !matches!(self, Role::Auditor | Role::PlatformAuditor)
     }
 }
 
@@ -198,7 +214,7 @@ impl Principal {
     /// The user's role, if a user with a known role.
     pub fn role(&self) -> Option<Role> {
         match self {
-            Principal::User(u) => Role::parse(&u.role),
+            Principal::User(u) => Some(u.role),
             Principal::ApiClient { role, .. } => Role::parse(role),
             Principal::ShareLink { .. } => None,
         }
@@ -539,9 +555,8 @@ pub fn visible_studies(principal: &Principal) -> Condition {
 }
 
 /// One study-scoped route: method, path template and the action its
-/// handler requires. `routes::configure` registers exactly these paths for
-/// study-scoped handlers (see [`study_routes`]); the access-matrix test
-/// walks this table.
+/// handler requires (the entries of [`routes::ROUTES`] whose need is
+/// [`routes::Need::Study`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StudyRoute {
     pub method: &'static str,
@@ -558,127 +573,17 @@ pub const SHARES: &str = "/studies/{study}/shares";
 /// Revoke a share link.
 pub const SHARE_REVOKE: &str = "/studies/{study}/shares/{id}/revoke";
 
-static STUDY_ROUTES: &[StudyRoute] = &[
-    StudyRoute {
-        method: "GET",
-        path: STUDY_PAGE,
-        action: Action::ViewMetadata,
-    },
-    StudyRoute {
-        method: "GET",
-        path: RENDERED_PNG,
-        action: Action::ViewPixels,
-    },
-    StudyRoute {
-        method: "POST",
-        path: SHARES,
-        action: Action::Share,
-    },
-    StudyRoute {
-        method: "POST",
-        path: SHARE_REVOKE,
-        action: Action::Share,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series",
-        action: Action::ViewMetadata,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/instances",
-        action: Action::ViewMetadata,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}/instances",
-        action: Action::ViewMetadata,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}",
-        action: Action::Download,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/metadata",
-        action: Action::ViewMetadata,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}",
-        action: Action::Download,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}/metadata",
-        action: Action::ViewMetadata,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/rendered",
-        action: Action::ViewPixels,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}/rendered",
-        action: Action::ViewPixels,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}/instances/{sop}",
-        action: Action::Download,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}/instances/{sop}/metadata",
-        action: Action::ViewMetadata,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}",
-        action: Action::Download,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag}",
-        action: Action::Download,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}/instances/{sop}/rendered",
-        action: Action::ViewPixels,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}/instances/{sop}/thumbnail",
-        action: Action::ViewPixels,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/rendered",
-        action: Action::ViewPixels,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/thumbnail",
-        action: Action::ViewPixels,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/tiles.json",
-        action: Action::ViewPixels,
-    },
-    StudyRoute {
-        method: "GET",
-        path: "/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/tiles/{level}/{tile}",
-        action: Action::ViewPixels,
-    },
-];
-
-/// Every study-scoped route: pages, render, shares and DICOMweb (kept in
-/// step with `routes::dicomweb::configure`; the access-matrix test requests
-/// each one and fails on a path that is not routed).
-pub fn study_routes() -> &'static [StudyRoute] {
-    STUDY_ROUTES
+/// Every study-scoped route of the route table.
+pub fn study_routes() -> Vec<StudyRoute> {
+    routes::ROUTES
+        .iter()
+        .filter_map(|r| match r.need {
+            routes::Need::Study(action) => Some(StudyRoute {
+                method: r.method,
+                path: r.path,
+                action,
+            }),
+            _ => None,
+        })
+        .collect()
 }

@@ -6,12 +6,15 @@
 //! POST /admin/grants               form: csrf, study, user | org, permission, expires_hours → 201 JSON {id}
 //! POST /admin/grants/{id}/revoke   form: csrf
 //! ```
-//! An admin manages grants on its own organisation's studies only.
+//! An admin manages grants on its own organisation's studies only; a
+//! refused action (another organisation's study or grant, another role)
+//! is a 404 with a `denied` audit row. `expires_hours`: 1 to
+//! [`MAX_GRANT_HOURS`] (ten years), else 400.
 
 use crate::access::{Principal, Role};
 use crate::db::entities::{studies, users};
 use crate::error::ApiError;
-use crate::extract::ApiUser;
+use crate::extract::{roles, RequireRole};
 use crate::services::audit::{Event, Outcome};
 use crate::services::auth::ct_eq;
 use crate::services::grants::{self, GrantPermission, Grantee};
@@ -23,28 +26,74 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin", web::get().to(admin_page))
-        .route("/admin/users", web::post().to(create_user))
-        .route("/admin/grants", web::post().to(create_grant))
-        .route("/admin/grants/{id}/revoke", web::post().to(revoke_grant));
+    use crate::access::routes::{
+        register, ADMIN_GRANTS, ADMIN_GRANT_REVOKE, ADMIN_PAGE, ADMIN_USERS,
+    };
+    register(cfg, &ADMIN_PAGE, admin_page);
+    register(cfg, &ADMIN_USERS, create_user);
+    register(cfg, &ADMIN_GRANTS, create_grant);
+    register(cfg, &ADMIN_GRANT_REVOKE, revoke_grant);
 }
 
 fn db500(what: &'static str) -> impl Fn(sea_orm::DbErr) -> ApiError {
     move |e| ApiError::Unexpected(anyhow::Error::new(e).context(what))
 }
 
-/// The admin behind the request, after the CSRF check; 404 for others.
+/// An admin session (anybody else: 404, audited by the extractor).
+type AdminUser = RequireRole<roles::Admin>;
+
+/// The admin behind the request, after the CSRF check.
 fn admin<'a>(
-    user: &'a ApiUser,
+    user: &'a AdminUser,
     csrf: &str,
 ) -> Result<&'a crate::services::auth::SessionUser, ApiError> {
-    if Role::parse(&user.user.role) != Some(Role::Admin) {
-        return Err(ApiError::NotFound);
-    }
     if !ct_eq(csrf, &user.user.csrf_token) {
         return Err(ApiError::Forbidden("invalid CSRF token"));
     }
     Ok(&user.user)
+}
+
+/// Longest grant: ten years.
+pub const MAX_GRANT_HOURS: u32 = 10 * 366 * 24;
+
+/// The deadline of a grant of `hours` from `now` (1 ..= [`MAX_GRANT_HOURS`]).
+fn grant_deadline(
+    now: chrono::DateTime<Utc>,
+    hours: u32,
+) -> Result<chrono::DateTime<Utc>, ApiError> {
+    let bad = || ApiError::BadRequest(format!("expires_hours: 1 to {MAX_GRANT_HOURS}"));
+    if hours == 0 || hours > MAX_GRANT_HOURS {
+        return Err(bad());
+    }
+    Duration::try_hours(i64::from(hours))
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(bad)
+}
+
+/// Record a refused admin action (before it is answered).
+async fn audit_refusal(
+    state: &AppState,
+    req: &HttpRequest,
+    me: &crate::services::auth::SessionUser,
+    action: &str,
+    study: Option<&str>,
+    detail: &str,
+) -> Result<(), ApiError> {
+    let (kind, actor) = Principal::User(me.clone()).audit_actor();
+    state
+        .audit
+        .record(
+            &state.db,
+            Event::new(kind, actor, action)
+                .org(me.org_id)
+                .study(study)
+                .outcome(Outcome::Denied)
+                .request(req)
+                .detail(detail),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))
 }
 
 #[derive(Deserialize)]
@@ -58,7 +107,7 @@ struct GrantForm {
 }
 
 async fn create_grant(
-    user: ApiUser,
+    user: AdminUser,
     req: HttpRequest,
     form: web::Form<GrantForm>,
     state: web::Data<AppState>,
@@ -66,13 +115,30 @@ async fn create_grant(
     let me = admin(&user, &form.csrf)?;
     let permission = GrantPermission::parse(&form.permission)
         .ok_or_else(|| ApiError::BadRequest("unknown permission".into()))?;
+    let expires_at = form
+        .expires_hours
+        .map(|h| grant_deadline(Utc::now(), h))
+        .transpose()?;
     let study = studies::Entity::find()
         .filter(studies::Column::StudyUid.eq(form.study.as_str()))
         .one(&state.db)
         .await
         .map_err(db500("loading study"))?
-        .filter(|s| s.org_id.is_some() && s.org_id == me.org_id)
-        .ok_or(ApiError::NotFound)?;
+        .filter(|s| s.org_id.is_some() && s.org_id == me.org_id);
+    let Some(study) = study else {
+        // Unknown, or another organisation's: the same 404, audited.
+        let uid = mado_core::StudyUid::parse(&form.study).ok();
+        audit_refusal(
+            &state,
+            &req,
+            me,
+            "grant.create",
+            uid.as_ref().map(|u| u.as_str()),
+            "study not in the admin's organisation",
+        )
+        .await?;
+        return Err(ApiError::NotFound);
+    };
     let grantee = match (&form.user, &form.org) {
         (Some(username), None) => {
             let u = users::Entity::find()
@@ -91,9 +157,6 @@ async fn create_grant(
         ),
         _ => return Err(ApiError::BadRequest("give exactly one of user, org".into())),
     };
-    let expires_at = form
-        .expires_hours
-        .map(|h| Utc::now() + Duration::hours(i64::from(h)));
     let id = grants::create(
         &state.db,
         study.id,
@@ -126,7 +189,7 @@ struct RevokeForm {
 }
 
 async fn revoke_grant(
-    user: ApiUser,
+    user: AdminUser,
     req: HttpRequest,
     path: web::Path<String>,
     form: web::Form<RevokeForm>,
@@ -138,14 +201,27 @@ async fn revoke_grant(
     let grant = crate::db::entities::study_grants::Entity::find_by_id(id)
         .one(&state.db)
         .await
-        .map_err(db500("loading grant"))?
-        .ok_or(ApiError::NotFound)?;
-    let study = studies::Entity::find_by_id(grant.study_id)
-        .one(&state.db)
-        .await
-        .map_err(db500("loading study"))?
-        .filter(|s| s.org_id.is_some() && s.org_id == me.org_id)
-        .ok_or(ApiError::NotFound)?;
+        .map_err(db500("loading grant"))?;
+    let study = match grant {
+        Some(g) => studies::Entity::find_by_id(g.study_id)
+            .one(&state.db)
+            .await
+            .map_err(db500("loading study"))?
+            .filter(|s| s.org_id.is_some() && s.org_id == me.org_id),
+        None => None,
+    };
+    let Some(study) = study else {
+        audit_refusal(
+            &state,
+            &req,
+            me,
+            "grant.revoke",
+            None,
+            &format!("grant:{id} not in the admin's organisation"),
+        )
+        .await?;
+        return Err(ApiError::NotFound);
+    };
     let revoked = grants::revoke(&state.db, id)
         .await
         .map_err(db500("revoking grant"))?;
@@ -172,7 +248,7 @@ async fn revoke_grant(
 
 /// `GET /admin`: the admin's organisation at a glance (404 for others).
 async fn admin_page(
-    user: crate::extract::PageUser,
+    user: AdminUser,
     lang: crate::extract::UiLang,
     state: web::Data<AppState>,
 ) -> Result<actix_web::HttpResponse, ApiError> {
@@ -180,9 +256,6 @@ async fn admin_page(
     use sea_orm::QueryOrder;
     use viewer::{AdminGrantRow, AdminOrgRow, AdminPage, AdminUserRow, Chrome};
     let me = &user.user;
-    if Role::parse(&me.role) != Some(Role::Admin) {
-        return Err(ApiError::NotFound);
-    }
     let lang = lang.0;
     let s = lang.strings();
     let now = Utc::now();
@@ -293,16 +366,12 @@ async fn admin_page(
         users: user_rows,
         orgs: org_rows,
         grants: grant_rows,
-        roles: [
-            "admin",
-            "radiologist",
-            "referring",
-            "technologist",
-            "auditor",
-        ]
-        .into_iter()
-        .filter(|r| Role::parse(r).is_some())
-        .collect(),
+        // Only roles an organisation may hand out (no platform_auditor).
+        roles: Role::ALL
+            .into_iter()
+            .filter(|r| Role::parse(r.as_str()).is_some())
+            .map(Role::as_str)
+            .collect(),
         permissions: GrantPermission::ALL.iter().map(|p| p.as_str()).collect(),
     };
     super::html_page(actix_web::http::StatusCode::OK, &page, [])
@@ -322,7 +391,7 @@ const MIN_PASSWORD: usize = 12;
 /// `POST /admin/users`: a new account in the admin's organisation (an
 /// existing username is refused, never overwritten).
 async fn create_user(
-    user: ApiUser,
+    user: AdminUser,
     req: HttpRequest,
     form: web::Form<UserForm>,
     state: web::Data<AppState>,

@@ -1,56 +1,74 @@
 //! `GET /audit`: the audit trail (auditors only; anybody else gets 404).
 //! Shows the newest events and the result of walking the hash chain.
+//!
+//! An `auditor` sees its own organisation's rows only (events whose
+//! organisation is its own); events of other organisations, and those of
+//! no organisation (anonymous sign-in attempts, share links), are never
+//! shown to it. The separate role `platform_auditor` (set by the operator,
+//! never by an organisation) sees every row, as does the operator's
+//! `mado-server audit export`.
 
 use crate::access::{Principal, Role};
 use crate::error::ApiError;
-use crate::extract::{PageUser, UiLang};
+use crate::extract::{roles, RequireRole, UiLang};
 use crate::services::audit::{self, Event};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use sea_orm::{EntityTrait, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use viewer::{AuditPage, AuditRow, Chrome};
 
 const PAGE_ROWS: u64 = 500;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/audit", web::get().to(audit_page));
+    crate::access::routes::register(cfg, &crate::access::routes::AUDIT_PAGE, audit_page);
 }
 
 async fn audit_page(
-    user: PageUser,
+    user: RequireRole<roles::AnyAuditor>,
     req: HttpRequest,
     lang: UiLang,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = Principal::User(user.user.clone());
     let (kind, actor) = principal.audit_actor();
-    let allowed = principal.role() == Some(Role::Auditor);
+    // The rows this auditor may read: `None` = every organisation.
+    let scope = match user.user.role {
+        Role::PlatformAuditor => None,
+        _ => Some(user.user.org_id),
+    };
     state
         .audit
         .record(
             &state.db,
             Event::new(kind, actor, "audit.view")
                 .org(user.user.org_id)
-                .outcome(if allowed {
-                    audit::Outcome::Success
+                .outcome(audit::Outcome::Success)
+                .request(&req)
+                .detail(if scope.is_none() {
+                    "platform"
                 } else {
-                    audit::Outcome::Denied
-                })
-                .request(&req),
+                    "organisation"
+                }),
         )
         .await
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
-    if !allowed {
-        return Err(ApiError::NotFound);
-    }
     let report = audit::verify(&state.db, state.audit.key())
         .await
         .map_err(|e| {
             ApiError::Unexpected(anyhow::Error::new(e).context("verifying audit chain"))
         })?;
-    let rows = crate::db::entities::audit_events::Entity::find()
-        .order_by_desc(crate::db::entities::audit_events::Column::Seq)
+    use crate::db::entities::audit_events;
+    let mut query = audit_events::Entity::find();
+    if let Some(org) = scope {
+        // An auditor without an organisation sees nothing.
+        query = match org {
+            Some(org) => query.filter(audit_events::Column::OrgId.eq(org)),
+            None => query.filter(audit_events::Column::Seq.is_null()),
+        };
+    }
+    let rows = query
+        .order_by_desc(audit_events::Column::Seq)
         .limit(PAGE_ROWS)
         .all(&state.db)
         .await

@@ -1,20 +1,29 @@
-//! The URL tree. Each area registers its own resources in `configure`.
+//! The URL tree. Every route is declared once, with its method, path and
+//! what it requires, in the route table `access::routes::ROUTES`; each
+//! area registers its handlers on those entries in its `configure`, and
+//! the access-matrix test walks the whole table.
 //!
 //! ```text
-//! GET  /healthz                                   health      (no auth)
-//! POST /api/v1/ingest/instances                   ingest      (gateway token)
-//! GET  /login  POST /login  POST /logout          auth        (CSRF token)
+//! GET  /healthz                                   health      (public)
+//! GET  /static/{name}                             assets      (public)
+//! GET|POST /login, POST /login/totp, GET|POST /login/totp/enrol,
+//! GET  /auth/oidc/login|callback                  auth        (public, CSRF)
+//! GET|POST /s/{token}                             shares      (public: share link landing)
+//! GET  /ohif, /ohif/…                             ohif        (index: session; assets public)
 //! GET  /                                          pages       (session → else /login)
-//! GET  /studies/{study}                           pages       (session → else /login)
+//! GET|POST /account/totp, POST /logout[/everywhere] auth      (session)
+//! GET  /dicomweb/studies, /dicomweb/series        dicomweb    (session; visible studies only)
+//! POST /api/v1/ingest/instances                   ingest      (gateway token → its organisation)
+//! POST /dicomweb/studies                          dicomweb    (STOW: gateway token or admin → its organisation)
+//! GET  /admin, POST /admin/users,
+//! POST /admin/grants[/{id}/revoke]                admin       (RequireRole<Admin>, own organisation, CSRF)
+//! GET  /audit                                     audit       (RequireRole<AnyAuditor>: own organisation;
+//!                                                              platform_auditor: all)
+//! GET  /studies/{study}                           pages       (StudyAccess<ViewMetadata>)
 //! GET  /studies/{study}/series/{series}/instances/{sop}/rendered.png?frame=N
-//!                                                 render      (session → else 401)
-//! GET  /static/{name}                             assets      (no auth)
-//! /dicomweb/…                                     dicomweb    (see routes/dicomweb)
-//! GET  /ohif/…                                    ohif        (index: session; assets public)
-//! POST /studies/{study}/shares[/{id}/revoke]       shares      (Share permission, CSRF)
-//! GET|POST /s/{token}                             shares      (share link landing)
-//! GET  /audit                                     audit       (auditor)
-//! POST /admin/grants[/{id}/revoke]                admin       (admin, CSRF)
+//!                                                 render      (StudyAccess<ViewPixels>)
+//! POST /studies/{study}/shares[/{id}/revoke]      shares      (StudyAccess<Share>, CSRF)
+//! /dicomweb/studies/{study}/…                     dicomweb    (StudyAccess<P>, see routes/dicomweb)
 //! ```
 
 pub mod admin;

@@ -15,8 +15,9 @@ use viewer::{
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(worklist))
-        .route(access::STUDY_PAGE, web::get().to(study));
+    use access::routes::{register, STUDY_PAGE, WORKLIST};
+    register(cfg, &WORKLIST, worklist);
+    register(cfg, &STUDY_PAGE, study);
 }
 
 fn html(t: &impl Template) -> Result<HttpResponse, ApiError> {

@@ -28,13 +28,14 @@ use viewer::{Lang, SharePasscodePage};
 const SHARE_CSRF_COOKIE: &str = "mado_share_csrf";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(access::SHARES, web::post().to(create))
-        .route(access::SHARE_REVOKE, web::post().to(revoke))
-        .service(
-            web::resource("/s/{token}")
-                .route(web::get().to(landing))
-                .route(web::post().to(passcode)),
-        );
+    use access::routes::{register, SHARE_CREATE, SHARE_LANDING, SHARE_PASSCODE, SHARE_REVOKE};
+    register(cfg, &SHARE_CREATE, create);
+    register(cfg, &SHARE_REVOKE, revoke);
+    cfg.service(
+        web::resource(SHARE_LANDING.path)
+            .route(SHARE_LANDING.route().to(landing))
+            .route(SHARE_PASSCODE.route().to(passcode)),
+    );
 }
 
 async fn audit(state: &AppState, ev: Event) -> Result<(), ApiError> {
@@ -70,6 +71,9 @@ struct Created {
     url: String,
     token: String,
     expires_at: String,
+    /// Whether the link is pixels-only (forced when its creator may not
+    /// download the study).
+    pixels_only: bool,
 }
 
 async fn create(
@@ -96,22 +100,23 @@ async fn create(
         }
         None => None,
     };
-    let pixels_only = form
+    let asked_pixels_only = form
         .pixels_only
         .is_some_and(|v| matches!(v.as_str(), "true" | "on" | "1"));
-    let created = shares::create(
-        &state.db,
-        access.study_id(),
+    let created = shares::create_for(
+        &state,
+        &access,
         Some(user.user_id),
         NewShare {
             expires_in: Duration::hours(hours),
             passcode,
             max_uses,
-            pixels_only,
+            pixels_only: asked_pixels_only,
         },
     )
     .await
     .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("creating share link")))?;
+    let pixels_only = created.pixels_only;
     let (kind, actor) = access.principal().audit_actor();
     audit(
         &state,
@@ -119,7 +124,11 @@ async fn create(
             .org(user.org_id)
             .study(Some(access.study().as_str()))
             .request(&req)
-            .detail(format!("share:{}", created.id)),
+            .detail(format!(
+                "share:{}{}",
+                created.id,
+                if pixels_only { " pixels_only" } else { "" }
+            )),
     )
     .await?;
     Ok(HttpResponse::Created()
@@ -129,6 +138,7 @@ async fn create(
             url: format!("/s/{}", created.token),
             token: created.token,
             expires_at: created.expires_at.to_rfc3339(),
+            pixels_only,
         }))
 }
 

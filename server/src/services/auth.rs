@@ -43,7 +43,7 @@ pub enum AuthError {
 pub struct SessionUser {
     pub user_id: i64,
     pub username: String,
-    pub role: String,
+    pub role: crate::access::Role,
     /// The user's organisation.
     pub org_id: Option<i64>,
     /// CSRF token for forms posted by this session.
@@ -492,11 +492,15 @@ async fn resolve_session_at<C: ConnectionTrait>(
             .expires_at
             .min(now + Duration::minutes(i64::from(settings.idle_minutes)));
     }
+    // An account with an unknown role has no session (fail closed).
+    let Some(role) = crate::access::Role::from_stored(&user.role) else {
+        return Ok(None);
+    };
     Ok(Some(Resolved {
         user: SessionUser {
             user_id: user.id,
             username: user.username,
-            role: user.role,
+            role,
             org_id: user.org_id,
             csrf_token: session_csrf(token),
         },

@@ -8,18 +8,33 @@
 //! transaction is a write (so SQLite takes its write lock up front), and a
 //! transaction that still loses a race (busy database, deadlock,
 //! serialization failure) is retried.
+//!
+//! Ownership: a study belongs to the organisation that first registered it
+//! (its row is created with the writer's organisation; the unique key on
+//! the Study Instance UID makes exactly one of two concurrent first
+//! registrations the owner). Every later write into the study, a new
+//! series or instance or a re-sent instance with new bytes, is accepted
+//! only from that organisation; anybody else gets [`IngestError::NotOwner`],
+//! which callers answer exactly like an unknown study (404 / a generic STOW
+//! failure), so a refusal never reveals that the study exists. A study
+//! without an organisation (older than organisations) takes no writes. The
+//! patient row is found or created within the study's organisation
+//! (`(org_id, patient_id, issuer)` is the patient key).
 
 use crate::db::entities::{instances, patients, series, studies};
+use crate::services::audit::{AuditError, Event, Outcome};
+use crate::state::AppState;
+use actix_web::HttpRequest;
 use chrono::Utc;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use mado_core::wire::{RegisterInstance, WIRE_VERSION};
-use mado_core::ObjectKey;
+use mado_core::{ObjectKey, SeriesUid, SopInstanceUid, StudyUid};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use std::time::Duration;
 
@@ -34,14 +49,22 @@ pub enum IngestError {
     /// indexed under another study).
     #[error("{0}")]
     Conflict(&'static str),
+    /// The study (or the series / instance named) belongs to another
+    /// organisation. Never shown as such: answered as an unknown study.
+    #[error("not the owner of the study")]
+    NotOwner,
     #[error("database: {0}")]
     Db(#[from] DbErr),
+    /// The write was done but its audit row could not be written.
+    #[error(transparent)]
+    Audit(AuditError),
 }
 
 /// Attributes of the registration that the index keeps in columns.
 #[derive(Debug, Default)]
 struct Facts {
     patient_id: String,
+    issuer: String,
     patient_name: String,
     birth_date: String,
     sex: String,
@@ -122,6 +145,7 @@ fn extract(req: &RegisterInstance) -> Result<Facts, IngestError> {
 
     Ok(Facts {
         patient_id: text(&obj, tags::PATIENT_ID, 64),
+        issuer: text(&obj, tags::ISSUER_OF_PATIENT_ID, 64),
         patient_name: text(&obj, tags::PATIENT_NAME, 324),
         birth_date: text(&obj, tags::PATIENT_BIRTH_DATE, 16),
         sex: text(&obj, tags::PATIENT_SEX, 16),
@@ -161,21 +185,24 @@ fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i32> {
     obj.element(tag).ok().and_then(|e| e.to_int::<i32>().ok())
 }
 
-/// Register one instance. Returns `true` when it was new, `false` when it
-/// was already indexed.
-pub async fn register(
-    db: &DatabaseConnection,
-    req: &RegisterInstance,
-) -> Result<bool, IngestError> {
-    register_for_org(db, req, None).await
+/// Who writes: the uploading gateway or an administrator, always on
+/// behalf of one organisation.
+#[derive(Debug, Clone)]
+pub struct Uploader {
+    /// Audit actor kind: `gateway` or `user`.
+    pub kind: &'static str,
+    /// Audit actor: the gateway's name, or `id:username`.
+    pub actor: String,
+    /// The organisation the write is made for (a new study belongs to it).
+    pub org_id: i64,
 }
 
-/// [`register`] on behalf of the organisation `org_id` (the uploading
-/// gateway's): a new study belongs to it.
+/// Register one instance on behalf of the organisation `org_id`. Returns
+/// `true` when it was new, `false` when it was already indexed.
 pub async fn register_for_org(
     db: &DatabaseConnection,
     req: &RegisterInstance,
-    org_id: Option<i64>,
+    org_id: i64,
 ) -> Result<bool, IngestError> {
     let facts = extract(req)?;
     let mut attempt = 0;
@@ -189,6 +216,127 @@ pub async fn register_for_org(
             other => return other,
         }
     }
+}
+
+/// [`register_for_org`] for `who`, with its audit row (`action`, e.g.
+/// `ingest.register` or `stow.store`): accepted, refused and failed
+/// registrations alike. If the audit row cannot be written the write
+/// fails (fail closed).
+pub async fn register_audited(
+    state: &AppState,
+    http: &HttpRequest,
+    who: &Uploader,
+    action: &str,
+    req: &RegisterInstance,
+) -> Result<bool, IngestError> {
+    let res = register_for_org(&state.db, req, who.org_id).await;
+    let (outcome, detail) = match &res {
+        Ok(true) => (Outcome::Success, "created"),
+        Ok(false) => (Outcome::Success, "already indexed"),
+        Err(IngestError::NotOwner) => (Outcome::Denied, "refused: study of another organisation"),
+        Err(IngestError::Invalid(_)) => (Outcome::Failure, "invalid registration"),
+        Err(IngestError::Conflict(_)) => (Outcome::Failure, "conflicting registration"),
+        Err(IngestError::Db(_) | IngestError::Audit(_)) => (Outcome::Failure, "database error"),
+    };
+    let audited = audit(
+        state,
+        http,
+        who,
+        action,
+        Some(req.study_uid.as_str()),
+        outcome,
+        detail,
+    )
+    .await;
+    match (res, audited) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(IngestError::Audit(e)),
+        (Ok(created), Ok(())) => Ok(created),
+    }
+}
+
+/// Append the audit row of a write by `who`.
+pub async fn audit(
+    state: &AppState,
+    http: &HttpRequest,
+    who: &Uploader,
+    action: &str,
+    study: Option<&str>,
+    outcome: Outcome,
+    detail: &str,
+) -> Result<(), AuditError> {
+    state
+        .audit
+        .record(
+            &state.db,
+            Event::new(who.kind, who.actor.clone(), action)
+                .org(Some(who.org_id))
+                .study(study)
+                .outcome(outcome)
+                .request(http)
+                .detail(detail),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Whether `org_id` may write the instance `(study, series, sop)`: `Err(
+/// NotOwner)` when any of the three is already indexed under a study of
+/// another organisation (or of none). Checked by STOW before the object
+/// is stored; [`register_for_org`] checks it again inside its
+/// transaction.
+pub async fn check_owner(
+    db: &DatabaseConnection,
+    org_id: i64,
+    study: &StudyUid,
+    series: &SeriesUid,
+    sop: &SopInstanceUid,
+) -> Result<(), IngestError> {
+    let owner = |o: Option<Option<i64>>| match o {
+        Some(o) if o != Some(org_id) => Err(IngestError::NotOwner),
+        _ => Ok(()),
+    };
+    let study_org: Option<Option<i64>> = studies::Entity::find()
+        .select_only()
+        .column(studies::Column::OrgId)
+        .filter(studies::Column::StudyUid.eq(study.as_str()))
+        .into_tuple()
+        .one(db)
+        .await?;
+    owner(study_org)?;
+    let series_org: Option<Option<i64>> = series::Entity::find()
+        .select_only()
+        .column(studies::Column::OrgId)
+        .inner_join(studies::Entity)
+        .filter(series::Column::SeriesUid.eq(series.as_str()))
+        .into_tuple()
+        .one(db)
+        .await?;
+    owner(series_org)?;
+    let sop_study: Option<i64> = instances::Entity::find()
+        .select_only()
+        .column(series::Column::StudyId)
+        .inner_join(series::Entity)
+        .filter(instances::Column::SopInstanceUid.eq(sop.as_str()))
+        .into_tuple()
+        .one(db)
+        .await?;
+    if let Some(study_pk) = sop_study {
+        owner(Some(study_org_of(db, study_pk).await?))?;
+    }
+    Ok(())
+}
+
+/// The organisation of the study row `study_pk`.
+async fn study_org_of<C: ConnectionTrait>(db: &C, study_pk: i64) -> Result<Option<i64>, DbErr> {
+    Ok(studies::Entity::find()
+        .select_only()
+        .column(studies::Column::OrgId)
+        .filter(studies::Column::Id.eq(study_pk))
+        .into_tuple::<Option<i64>>()
+        .one(db)
+        .await?
+        .flatten())
 }
 
 /// Errors worth retrying the whole transaction for.
@@ -211,27 +359,37 @@ async fn register_once(
     db: &DatabaseConnection,
     req: &RegisterInstance,
     f: &Facts,
-    org_id: Option<i64>,
+    org_id: i64,
 ) -> Result<bool, IngestError> {
     let now = Utc::now();
     let txn = db.begin().await?;
 
     // Patient (first statement is a write: see the module comment).
+    // The patient is the writer's organisation's: a study it does not own
+    // is refused below, and the transaction (with this row) rolled back.
     patients::Entity::insert(patients::ActiveModel {
+        org_id: Set(org_id),
         patient_id: Set(f.patient_id.clone()),
+        issuer: Set(f.issuer.clone()),
         name: Set(f.patient_name.clone()),
         birth_date: Set(f.birth_date.clone()),
         sex: Set(f.sex.clone()),
         created_at: Set(now),
         ..Default::default()
     })
-    .on_conflict_do_nothing_on([patients::Column::PatientId])
+    .on_conflict_do_nothing_on([
+        patients::Column::OrgId,
+        patients::Column::PatientId,
+        patients::Column::Issuer,
+    ])
     .exec_without_returning(&txn)
     .await?;
     let patient_pk: i64 = patients::Entity::find()
         .select_only()
         .column(patients::Column::Id)
+        .filter(patients::Column::OrgId.eq(org_id))
         .filter(patients::Column::PatientId.eq(f.patient_id.as_str()))
+        .filter(patients::Column::Issuer.eq(f.issuer.as_str()))
         .into_tuple()
         .one(&txn)
         .await?
@@ -249,20 +407,26 @@ async fn register_once(
         num_series: Set(0),
         num_instances: Set(0),
         created_at: Set(now),
-        org_id: Set(org_id),
+        org_id: Set(Some(org_id)),
         ..Default::default()
     })
     .on_conflict_do_nothing_on([studies::Column::StudyUid])
     .exec_without_returning(&txn)
     .await?;
-    let study_pk: i64 = studies::Entity::find()
+    let (study_pk, study_org): (i64, Option<i64>) = studies::Entity::find()
         .select_only()
         .column(studies::Column::Id)
+        .column(studies::Column::OrgId)
         .filter(studies::Column::StudyUid.eq(req.study_uid.as_str()))
         .into_tuple()
         .one(&txn)
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("study".into()))?;
+    if study_org != Some(org_id) {
+        // Another organisation's study (it registered it first).
+        txn.rollback().await?;
+        return Err(IngestError::NotOwner);
+    }
 
     // Series.
     let series_created = inserted(
@@ -292,11 +456,15 @@ async fn register_once(
         .ok_or_else(|| DbErr::RecordNotFound("series".into()))?;
     if series_study_pk != study_pk {
         // The series UID is already indexed under another study: keep the
-        // index consistent and refuse rather than cross-link.
+        // index consistent and refuse rather than cross-link (and say
+        // nothing about a study of another organisation).
+        let other_org = study_org_of(&txn, series_study_pk).await?;
         txn.rollback().await?;
-        return Err(IngestError::Conflict(
-            "series UID is already indexed under another study",
-        ));
+        return Err(if other_org == Some(org_id) {
+            IngestError::Conflict("series UID is already indexed under another study")
+        } else {
+            IngestError::NotOwner
+        });
     }
 
     // Instance.
@@ -371,7 +539,23 @@ async fn register_once(
         }
     }
     if !created {
-        // Re-sent. The same bytes: nothing to do (idempotent). Different
+        // An instance UID indexed under another organisation's study:
+        // refused like an unknown study.
+        let existing_study: Option<i64> = instances::Entity::find()
+            .select_only()
+            .column(series::Column::StudyId)
+            .inner_join(series::Entity)
+            .filter(instances::Column::SopInstanceUid.eq(req.sop_instance_uid.as_str()))
+            .into_tuple()
+            .one(&txn)
+            .await?;
+        if let Some(other) = existing_study.filter(|s| *s != study_pk) {
+            if study_org_of(&txn, other).await? != Some(org_id) {
+                txn.rollback().await?;
+                return Err(IngestError::NotOwner);
+            }
+        }
+        // Re-sent (by the owner). The same bytes: nothing to do (idempotent). Different
         // bytes under the same SOP Instance UID (a corrected instance): the
         // object under its key was just overwritten, so the index follows
         // the latest content (its digest names every cached rendering).
@@ -427,7 +611,7 @@ fn inserted(r: sea_orm::TryInsertResult<u64>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mado_core::{SeriesUid, SopInstanceUid, StudyUid, Uid};
+    use mado_core::Uid;
     use serde_json::json;
 
     fn req(metadata: serde_json::Value) -> RegisterInstance {

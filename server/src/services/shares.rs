@@ -8,11 +8,12 @@
 //! starts a share session (its own cookie) whose principal is
 //! [`Principal::ShareLink`]: that one study, nothing else.
 
-use crate::access::Principal;
+use crate::access::{self, Action, Principal, Share, StudyAccess};
 use crate::config::SecuritySettings;
 use crate::db::entities::{share_links, share_sessions, studies};
 use crate::services::auth::{hash_password, random_token, token_digest, verify_password};
 use crate::services::cpu;
+use crate::state::AppState;
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
@@ -32,6 +33,8 @@ pub enum ShareError {
     Hash(String),
     #[error(transparent)]
     Cpu(#[from] cpu::CpuError),
+    #[error("access check: {0}")]
+    Access(String),
 }
 
 /// What to create.
@@ -49,6 +52,8 @@ pub struct CreatedShare {
     pub id: i64,
     pub token: String,
     pub expires_at: DateTime<Utc>,
+    /// Whether the link serves rendered pixels only.
+    pub pixels_only: bool,
 }
 
 impl std::fmt::Debug for CreatedShare {
@@ -59,6 +64,29 @@ impl std::fmt::Debug for CreatedShare {
     }
 }
 
+/// Create a link of the study `access` proves the caller may share. A
+/// link never carries more than its creator holds: unless the creator may
+/// also download the study (DICOM objects, frames, bulk data), the link is
+/// pixels-only whatever was asked.
+pub async fn create_for(
+    state: &AppState,
+    access: &StudyAccess<Share>,
+    created_by: Option<i64>,
+    mut new: NewShare,
+) -> Result<CreatedShare, ShareError> {
+    if !new.pixels_only {
+        let may_download =
+            access::check(state, access.principal(), access.study(), Action::Download)
+                .await
+                .map_err(|e| ShareError::Access(e.to_string()))?
+                .is_some();
+        new.pixels_only = !may_download;
+    }
+    create(&state.db, access.study_id(), created_by, new).await
+}
+
+/// Create a link of study row `study_id` as given (no permission check:
+/// callers hold the creator's [`StudyAccess<Share>`], see [`create_for`]).
 pub async fn create<C: ConnectionTrait>(
     db: &C,
     study_id: i64,
@@ -76,6 +104,7 @@ pub async fn create<C: ConnectionTrait>(
     let token = random_token(32);
     let now = Utc::now();
     let expires_at = now + new.expires_in;
+    let pixels_only = new.pixels_only;
     let res = share_links::Entity::insert(share_links::ActiveModel {
         study_id: Set(study_id),
         token_hash: Set(token_digest(&token)),
@@ -97,6 +126,7 @@ pub async fn create<C: ConnectionTrait>(
         id: res.last_insert_id,
         token,
         expires_at,
+        pixels_only,
     })
 }
 

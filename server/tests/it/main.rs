@@ -26,5 +26,6 @@ mod oidc;
 mod oidc_browser;
 mod render;
 mod shares;
+mod tenancy;
 mod totp;
 mod ui_browser;

@@ -5,8 +5,13 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    #[sea_orm(unique)]
+    /// The organisation whose studies name this patient (`0`: none; see
+    /// migration `m20261207_000001_patients_per_org`). Unique key:
+    /// `(org_id, patient_id, issuer)`.
+    pub org_id: i64,
     pub patient_id: String,
+    /// Issuer of Patient ID (0010,0021); "" when absent.
+    pub issuer: String,
     pub name: String,
     pub birth_date: String,
     pub sex: String,

@@ -24,6 +24,9 @@
 
 mod qido;
 mod rendered;
+pub use qido::{InstanceAnswers, INSTANCE_ANSWERS_BYTES};
+pub use rendered::RenderCaches;
+pub use wado::{FramesCache, FRAMES_BYTES};
 mod stow;
 mod wado;
 

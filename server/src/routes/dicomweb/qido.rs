@@ -11,13 +11,16 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use mado_core::SeriesUid;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 /// Instance-level answers, keyed by a digest of the query and of the
 /// instances (SOP UID + object hash) in scope, so any new instance is a
 /// new key.
-static INSTANCE_ANSWERS: LazyLock<ByteLru<[u8; 32], Bytes>> =
-    LazyLock::new(|| ByteLru::new(64 * 1024 * 1024));
+/// Held by `AppState` (`qido_instances_cache`), built in
+/// `Application::build`.
+pub type InstanceAnswers = ByteLru<[u8; 32], Bytes>;
+/// Default byte budget of [`InstanceAnswers`].
+pub const INSTANCE_ANSWERS_BYTES: usize = 64 * 1024 * 1024;
 
 async fn cached_instances(
     req: &HttpRequest,
@@ -40,7 +43,7 @@ async fn cached_instances(
         study_uid,
         &refs,
     );
-    let body = match INSTANCE_ANSWERS.get(&key) {
+    let body = match state.qido_instances_cache.get(&key) {
         Some(hit) => (*hit).clone(),
         None => {
             let results = qido::search_instances(&state.db, study_id, series, &q, &base)
@@ -49,7 +52,9 @@ async fn cached_instances(
             let body = Bytes::from(serde_json::to_vec(&results).map_err(|e| {
                 ApiError::Unexpected(anyhow::Error::new(e).context("encoding QIDO answer"))
             })?);
-            INSTANCE_ANSWERS.insert(key, Arc::new(body.clone()));
+            state
+                .qido_instances_cache
+                .insert(key, Arc::new(body.clone()));
             body
         }
     };

@@ -36,7 +36,7 @@ use mado_core::{SeriesUid, SopInstanceUid};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Largest viewport side.
@@ -45,20 +45,15 @@ const THUMBNAIL: u32 = 128;
 const TILE: u32 = 256;
 const IMMUTABLE: &str = "private, max-age=31536000, immutable";
 
-static DECODED: LazyLock<ByteLru<(String, u32), DecodedFrame>> =
-    LazyLock::new(|| ByteLru::new(512 * 1024 * 1024));
-
-/// Encoded answers by ETag (the ETag names the object, frame, parameters
-/// and media type, so it is a content address).
-static ENCODED: LazyLock<ByteLru<String, Bytes>> =
-    LazyLock::new(|| ByteLru::new(128 * 1024 * 1024));
+/// Default byte budget of the decoded-frame LRU.
+pub const DECODED_BYTES: usize = 512 * 1024 * 1024;
+/// Default byte budget of the encoded-answer LRU.
+pub const ENCODED_BYTES: usize = 128 * 1024 * 1024;
 
 /// Slices rendered ahead after a rendered request of a series.
 pub const READ_AHEAD: usize = 3;
 /// Read-ahead jobs at a time (the rest is skipped, never queued).
 pub const READ_AHEAD_JOBS: usize = 2;
-static READ_AHEAD_SLOTS: LazyLock<Arc<tokio::sync::Semaphore>> =
-    LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_JOBS)));
 
 /// Most frames in one rendered series or study answer.
 pub const MAX_RENDERED_PARTS: usize = 5000;
@@ -126,12 +121,9 @@ impl<K: Eq + Hash + Clone, V: Clone> Flights<K, V> {
 
 type FrameKey = (String, u32);
 
-/// Frames that decode faster than this are not kept in [`DECODED`].
+/// Frames that decode faster than this are not kept in the decoded LRU.
 const CHEAP_DECODE: Duration = Duration::from_millis(2);
 
-static DECODING: LazyLock<Flights<FrameKey, Result<Arc<DecodedFrame>, Shared>>> =
-    LazyLock::new(Flights::new);
-static ENCODING: LazyLock<Flights<String, Result<Bytes, Shared>>> = LazyLock::new(Flights::new);
 
 /// One instance of a series, in series order.
 #[derive(Debug, Clone)]
@@ -164,6 +156,7 @@ impl SliceRef {
 /// What decoding and rendering under the limits needs.
 #[derive(Clone)]
 struct Budgeted {
+    caches: Arc<RenderCaches>,
     budget: Arc<MemoryBudget>,
     guard: mado_core::guard::Limits,
     /// This render's share of the budget.
@@ -173,6 +166,7 @@ struct Budgeted {
 impl Budgeted {
     fn new(state: &AppState, weight: u64) -> Self {
         Budgeted {
+            caches: state.render_caches.clone(),
             budget: state.budget.clone(),
             guard: state.limits.guard(),
             weight,
@@ -185,8 +179,42 @@ impl Budgeted {
 const SERIES_TTL: Duration = Duration::from_secs(10);
 type SeriesKey = (i64, String);
 type SeriesEntry = (Instant, Arc<Vec<SliceRef>>);
-static SERIES: LazyLock<Mutex<HashMap<SeriesKey, SeriesEntry>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The render caches and single flights of one application (held by
+/// `AppState`, built in `Application::build`): two applications in one
+/// process never share an entry (the series hint is keyed by study row
+/// id, which is only unique within one database).
+pub struct RenderCaches {
+    /// Decoded frames by (object digest, frame).
+    decoded: ByteLru<(String, u32), DecodedFrame>,
+    /// Encoded answers by ETag (the ETag names the object, frame,
+    /// parameters and media type, so it is a content address).
+    encoded: ByteLru<String, Bytes>,
+    read_ahead_slots: Arc<tokio::sync::Semaphore>,
+    decoding: Flights<FrameKey, Result<Arc<DecodedFrame>, Shared>>,
+    encoding: Flights<String, Result<Bytes, Shared>>,
+    series: Mutex<HashMap<SeriesKey, SeriesEntry>>,
+}
+
+impl RenderCaches {
+    /// Caches bounded by `decoded_bytes` and `encoded_bytes`.
+    pub fn new(decoded_bytes: usize, encoded_bytes: usize) -> Self {
+        Self {
+            decoded: ByteLru::new(decoded_bytes),
+            encoded: ByteLru::new(encoded_bytes),
+            read_ahead_slots: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_JOBS)),
+            decoding: Flights::new(),
+            encoding: Flights::new(),
+            series: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Default for RenderCaches {
+    fn default() -> Self {
+        Self::new(DECODED_BYTES, ENCODED_BYTES)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -360,12 +388,14 @@ async fn decoded_shared(
     ctx: Budgeted,
 ) -> Result<Arc<DecodedFrame>, Shared> {
     let ck = (sha256, frame);
-    if let Some(hit) = DECODED.get(&ck) {
+    if let Some(hit) = ctx.caches.decoded.get(&ck) {
         return Ok(hit);
     }
-    DECODING
+    let caches = ctx.caches.clone();
+    caches
+        .decoding
         .run(ck.clone(), || async move {
-            if let Some(hit) = DECODED.get(&ck) {
+            if let Some(hit) = ctx.caches.decoded.get(&ck) {
                 return Ok(hit);
             }
             let _permit = ctx
@@ -391,7 +421,7 @@ async fn decoded_shared(
             // less than keeping it costs: a cached frame is fresh memory
             // (page faults) and would push the costly ones out of the LRU.
             if took >= CHEAP_DECODE {
-                DECODED.insert(ck, d.clone());
+                ctx.caches.decoded.insert(ck, d.clone());
             }
             Ok(d)
         })
@@ -428,7 +458,7 @@ async fn series_slices(
     fresh: bool,
 ) -> Result<Arc<Vec<SliceRef>>, ApiError> {
     let key = (study_id, series.to_owned());
-    if let (false, Ok(m)) = (fresh, SERIES.lock()) {
+    if let (false, Ok(m)) = (fresh, state.render_caches.series.lock()) {
         if let Some((at, v)) = m.get(&key) {
             if at.elapsed() < SERIES_TTL {
                 return Ok(v.clone());
@@ -439,7 +469,7 @@ async fn series_slices(
         .await
         .map_err(super::db_err)?;
     let v: Arc<Vec<SliceRef>> = Arc::new(refs.into_iter().map(SliceRef::of).collect());
-    if let Ok(mut m) = SERIES.lock() {
+    if let Ok(mut m) = state.render_caches.series.lock() {
         if m.len() > 1024 {
             m.retain(|_, (at, _)| at.elapsed() < SERIES_TTL);
             if m.len() > 1024 {
@@ -507,12 +537,14 @@ async fn rendered_bytes(
     tag: String,
     ctx: Budgeted,
 ) -> Result<Bytes, Shared> {
-    if let Some(hit) = ENCODED.get(&tag) {
+    if let Some(hit) = ctx.caches.encoded.get(&tag) {
         return Ok((*hit).clone());
     }
-    ENCODING
+    let caches = ctx.caches.clone();
+    caches
+        .encoding
         .run(tag.clone(), || async move {
-            if let Some(hit) = ENCODED.get(&tag) {
+            if let Some(hit) = ctx.caches.encoded.get(&tag) {
                 return Ok((*hit).clone());
             }
             let d = decoded_shared(store, object_key, sha256, frame - 1, ctx.clone()).await?;
@@ -537,7 +569,7 @@ async fn rendered_bytes(
             .map_err(|e| Shared::Cpu(e.to_string().into()))?
             .map_err(|e| Shared::Render(Arc::new(e)))?;
             let body = Bytes::from(body);
-            ENCODED.insert(tag, Arc::new(body.clone()));
+            ctx.caches.encoded.insert(tag, Arc::new(body.clone()));
             Ok(body)
         })
         .await
@@ -554,10 +586,11 @@ fn read_ahead(state: &AppState, slices: &[SliceRef], sop: &str, params: &Params,
             continue;
         }
         let tag = render_tag(&next.sha256, 1, params, format);
-        if ENCODED.get(&tag).is_some() || ENCODING.in_flight(&tag) {
+        let caches = &state.render_caches;
+        if caches.encoded.get(&tag).is_some() || caches.encoding.in_flight(&tag) {
             continue;
         }
-        let Ok(permit) = READ_AHEAD_SLOTS.clone().try_acquire_owned() else {
+        let Ok(permit) = caches.read_ahead_slots.clone().try_acquire_owned() else {
             return;
         };
         let store = state.store.clone();

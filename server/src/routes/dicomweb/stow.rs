@@ -1,6 +1,8 @@
 //! STOW-RS (`POST /dicomweb/studies`, multipart/related application/dicom).
 //!
-//! Accepted from a gateway token or an admin session. STOW only accepts
+//! Accepted from a gateway token or an admin session, for its
+//! organisation: a new study belongs to it, another organisation's study
+//! takes no instance (a generic failure in FailedSOPSequence, audited). STOW only accepts
 //! de-identified data: every instance must carry Patient Identity Removed
 //! (0012,0062) = YES, otherwise it is refused (FailedSOPSequence, reason
 //! 0x0110) — de-identification on STOW comes later. Stored objects go
@@ -8,7 +10,7 @@
 
 use super::{base_url, not_acceptable};
 use crate::error::ApiError;
-use crate::extract::{resolve_session, GatewayAuth};
+use crate::extract::GatewayOrAdmin;
 use crate::services::dicomweb::multipart;
 use crate::services::{cpu, ingest};
 use crate::state::AppState;
@@ -22,6 +24,9 @@ use mado_core::wire::{RegisterInstance, WIRE_VERSION};
 use mado_core::{ObjectKey, SeriesUid, SopInstanceUid, StudyUid, Uid};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+
+/// Audit action of each stored (or refused) instance.
+const STOW_ACTION: &str = "stow.store";
 
 /// Failure reasons (PS3.18 Table I.2-1 / PS3.4 status codes).
 const PROCESSING_FAILURE: u16 = 0x0110;
@@ -196,28 +201,22 @@ async fn store_inner(
     log: &mut StowAudit,
 ) -> Result<HttpResponse, ApiError> {
     let req = req.clone();
-    // Who may upload: a gateway token, or an admin session.
-    let gateway = if req.headers().contains_key(header::AUTHORIZATION) {
-        Some(GatewayAuth::extract(&req).await?)
-    } else {
-        None
-    };
-    if let Some(g) = &gateway {
-        log.actor_kind = "gateway";
-        log.actor = g.0.name.clone();
-    } else {
-        match resolve_session(&req).await? {
-            Some(s) => {
-                log.actor_kind = "user";
-                log.actor = format!("{}:{}", s.user.user_id, s.user.username);
-                log.org = s.user.org_id;
-                if s.user.role != "admin" {
-                    return Err(ApiError::Forbidden("uploading requires an administrator"));
-                }
-            }
-            None => return Err(ApiError::Unauthorized),
+    // Who may upload: a gateway token, or an admin session; the write is
+    // made for its organisation (the gateway's, or the admin's own).
+    let uploader = match GatewayOrAdmin::extract(&req).await {
+        Ok(u) => u.0,
+        Err(e) => {
+            log.actor_kind = if req.headers().contains_key(header::AUTHORIZATION) {
+                "gateway"
+            } else {
+                "user"
+            };
+            return Err(e);
         }
-    }
+    };
+    log.actor_kind = uploader.kind;
+    log.actor = uploader.actor.clone();
+    log.org = Some(uploader.org_id);
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -286,20 +285,6 @@ async fn store_inner(
         ));
     }
 
-    let org_id = match &gateway {
-        Some(g) => Some(
-            crate::services::orgs::ensure(&state.db, &g.0.org)
-                .await
-                .map_err(|e| {
-                    ApiError::Unexpected(anyhow::Error::new(e).context("resolving organisation"))
-                })?,
-        ),
-        None => None,
-    };
-
-    if let Some(org) = org_id {
-        log.org = Some(org);
-    }
     let base = base_url(&req);
     let mut stored = Vec::new();
     let mut failed = Vec::new();
@@ -319,6 +304,33 @@ async fn store_inner(
                 continue;
             }
         };
+        // Another organisation's study: refused (and audited) before its
+        // object could be overwritten, with the same generic failure.
+        if let Err(e) =
+            ingest::check_owner(&state.db, uploader.org_id, &p.study, &p.series, &p.sop).await
+        {
+            if matches!(e, ingest::IngestError::NotOwner) {
+                ingest::audit(
+                    &state,
+                    &req,
+                    &uploader,
+                    STOW_ACTION,
+                    Some(p.study.as_str()),
+                    crate::services::audit::Outcome::Denied,
+                    "refused: study of another organisation",
+                )
+                .await
+                .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
+            } else {
+                tracing::error!(error = %e, "STOW: ownership check failed");
+            }
+            failed.push((
+                p.sop_class.to_string(),
+                p.sop.to_string(),
+                PROCESSING_FAILURE,
+            ));
+            continue;
+        }
         let key = ObjectKey::instance(&p.study, &p.series, &p.sop);
         let sha = mado_store::sha256_hex(&bytes);
         let size = bytes.len() as u64;
@@ -343,7 +355,7 @@ async fn store_inner(
             transfer_syntax_uid: p.ts.clone(),
             metadata: std::mem::take(&mut p.metadata),
         };
-        match ingest::register_for_org(&state.db, &reg, org_id).await {
+        match ingest::register_audited(&state, &req, &uploader, STOW_ACTION, &reg).await {
             Ok(_) => stored.push(p),
             Err(e) => {
                 tracing::info!(error = %e, "STOW: registration refused");

@@ -64,7 +64,7 @@ async fn metadata_answer(
     refs: Vec<InstanceRef>,
 ) -> Result<HttpResponse, ApiError> {
     let base = base_url(req);
-    let (body, etag) = wado::metadata(&state.db, &base, study_uid, &refs)
+    let (body, etag) = wado::metadata(&state.db, &state.metadata_cache, &base, study_uid, &refs)
         .await
         .map_err(db_err)?;
     if if_none_match(req, &etag) {
@@ -309,8 +309,10 @@ fn frames_weight(r: &InstanceRef, frames: u64, decode: bool) -> u64 {
 
 /// Frames served recently (viewers fetch the same frames again when a
 /// layout or viewport changes), by object digest, frame list and mode.
-static FRAMES: std::sync::LazyLock<ByteLru<String, Frames>> =
-    std::sync::LazyLock::new(|| ByteLru::new(256 * 1024 * 1024));
+/// Held by `AppState` (`frames_cache`), built in `Application::build`.
+pub type FramesCache = ByteLru<String, Frames>;
+/// Default byte budget of [`FramesCache`].
+pub const FRAMES_BYTES: usize = 256 * 1024 * 1024;
 /// Larger answers (whole multi-frame bulk data) are not kept.
 const MAX_CACHED_FRAMES: usize = 16 * 1024 * 1024;
 
@@ -341,7 +343,7 @@ async fn frames_answer(
         FrameSel::All => format!("{}|{decode}|all", r.sha256),
         FrameSel::List(f) => format!("{}|{decode}|{f:?}", r.sha256),
     };
-    let out = match FRAMES.get(&key) {
+    let out = match state.frames_cache.get(&key) {
         Some(hit) => hit,
         None => {
             let limits = FrameLimits {
@@ -371,7 +373,7 @@ async fn frames_answer(
                 })?;
             let out = std::sync::Arc::new(out);
             if out.weight() <= MAX_CACHED_FRAMES {
-                FRAMES.insert(key, out.clone());
+                state.frames_cache.insert(key, out.clone());
             }
             out
         }

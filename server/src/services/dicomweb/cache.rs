@@ -1,8 +1,8 @@
 //! A small LRU cache bounded by bytes, shared between workers.
 //!
 //! Keys are content-addressed (object SHA-256, or a digest of the rows a
-//! response was built from), so one process-wide cache is safe even when
-//! several applications share the process (tests).
+//! response was built from). Every cache belongs to one application
+//! (`AppState`), never to the process.
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -11,7 +11,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, RelationTrait,
 };
 use sha2::{Digest, Sha256};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 /// What retrieval needs to know about one instance.
 #[derive(Debug, Clone, FromQueryResult)]
@@ -68,8 +68,10 @@ pub async fn instance_refs<C: ConnectionTrait>(
 
 /// Cached metadata answers, keyed by a digest of the rows they were built
 /// from (so a new instance in the series is a new key).
-static METADATA_CACHE: LazyLock<ByteLru<[u8; 32], Bytes>> =
-    LazyLock::new(|| ByteLru::new(256 * 1024 * 1024));
+/// Held by `AppState` (`metadata_cache`), built in `Application::build`.
+pub type MetadataCache = ByteLru<[u8; 32], Bytes>;
+/// Default byte budget of [`MetadataCache`].
+pub const METADATA_BYTES: usize = 256 * 1024 * 1024;
 
 /// The digest of a metadata answer: base URL + every (SOP UID, object hash).
 pub fn metadata_digest(base: &str, study_uid: &str, refs: &[InstanceRef]) -> [u8; 32] {
@@ -92,13 +94,14 @@ pub fn metadata_digest(base: &str, study_uid: &str, refs: &[InstanceRef]) -> [u8
 /// BulkDataURI for Pixel Data. Cached.
 pub async fn metadata<C: ConnectionTrait>(
     db: &C,
+    cache: &MetadataCache,
     base: &str,
     study_uid: &str,
     refs: &[InstanceRef],
 ) -> Result<(Bytes, String), DbErr> {
     let digest = metadata_digest(base, study_uid, refs);
     let etag = format!("\"m-{}\"", hex::encode(&digest[..16]));
-    if let Some(hit) = METADATA_CACHE.get(&digest) {
+    if let Some(hit) = cache.get(&digest) {
         return Ok(((*hit).clone(), etag));
     }
     let mut texts: std::collections::HashMap<i64, String> =
@@ -160,7 +163,7 @@ pub async fn metadata<C: ConnectionTrait>(
     }
     out.push(']');
     let bytes = Bytes::from(out);
-    METADATA_CACHE.insert(digest, Arc::new(bytes.clone()));
+    cache.insert(digest, Arc::new(bytes.clone()));
     Ok((bytes, etag))
 }
 
