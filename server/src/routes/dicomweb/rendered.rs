@@ -472,6 +472,8 @@ fn not_modified(req: &HttpRequest, etag: &str) -> bool {
 /// One rendered frame (1-based) of an instance: from the encoded cache, or
 /// decoded (cache) → window → viewport → encode on rayon. Shared by
 /// requests and read-ahead (single flight on the ETag).
+// (the application's caches and store, then what to render)
+#[allow(clippy::too_many_arguments)]
 async fn rendered_bytes(
     caches: Arc<RenderCaches>,
     store: mado_store::DynStore,
