@@ -572,7 +572,7 @@ async fn spawn(backend: crate::helpers::Backend) -> Option<TestApp> {
     .await
 }
 
-mod access_matrix {
+mod all_routes {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite() {
         if let Some(app) = super::spawn(crate::helpers::Backend::Sqlite).await {
