@@ -6,6 +6,7 @@ mod bad_input;
 mod common;
 mod deid_quarantine;
 mod gateway_access;
+mod gateway_attacks;
 mod gateway_commitment;
 mod gateway_faults;
 mod gateway_peers;
