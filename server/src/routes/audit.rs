@@ -44,7 +44,9 @@ async fn audit_page(
     if !allowed {
         return Err(ApiError::NotFound);
     }
-    let report = audit::verify(&state.db, state.audit.key())
+    let report = state
+        .audit
+        .verify(&state.db)
         .await
         .map_err(|e| {
             ApiError::Unexpected(anyhow::Error::new(e).context("verifying audit chain"))
