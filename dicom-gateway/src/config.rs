@@ -630,7 +630,9 @@ mod tests {
         std::fs::write(&f, "[dicom]\nae_title = \"MADO\"\n").unwrap();
         let err = GatewayConfig::load(Some(&f)).unwrap_err().to_string();
         assert!(
-            err.contains("server.token") && err.contains("deid.secret") && err.contains("vault.key"),
+            err.contains("server.token")
+                && err.contains("deid.secret")
+                && err.contains("vault.key"),
             "{err}"
         );
         assert!(!err.contains('\n'), "{err}");

@@ -447,7 +447,10 @@ mod tests {
         assert!(!format!("{s:?}").contains("mado-demo-gateway-token"));
         // Demo secrets refused unless demo mode is on.
         let why = s.insecure_defaults().unwrap();
-        assert!(why.contains("audit.key") && why.contains("security.secret"), "{why}");
+        assert!(
+            why.contains("audit.key") && why.contains("security.secret"),
+            "{why}"
+        );
         assert!(why.contains("ingest.gateway_tokens") && !why.contains('\n'));
         let mut demo = s.clone();
         demo.demo.enabled = true;

@@ -185,7 +185,8 @@ async fn audit(settings: Settings, command: AuditCommand) -> anyhow::Result<()> 
     let key = settings.audit.key.expose().as_bytes().to_vec();
     match command {
         AuditCommand::Verify => {
-            let report = audit::verify_with_head(&conn, &key, Some(&settings.audit.head_file)).await?;
+            let report =
+                audit::verify_with_head(&conn, &key, Some(&settings.audit.head_file)).await?;
             match report.problem {
                 Some(p) => Err(ChainBroken(p).into()),
                 None => {

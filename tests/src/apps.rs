@@ -177,13 +177,13 @@ pub async fn spawn_server(cfg: ServerConfig) -> Result<ServerProc> {
         )]),
     );
     // Real (test) secrets: the built-in demo ones are refused outside demo mode.
-    t.insert(
-        "audit".into(),
-        table(vec![("key", E2E_AUDIT_KEY.into())]),
-    );
+    t.insert("audit".into(), table(vec![("key", E2E_AUDIT_KEY.into())]));
     t.insert(
         "security".into(),
-        table(vec![("secret", "e2e-server-secret-0123456789abcdef0123".into())]),
+        table(vec![(
+            "secret",
+            "e2e-server-secret-0123456789abcdef0123".into(),
+        )]),
     );
     merge(&mut t, &cfg.extra);
     let config_path = dir.path().join("server.toml");
@@ -319,7 +319,10 @@ pub fn gateway_config_table(cfg: &GatewayConfig, spool: &Path) -> toml::Table {
     // The built-in demo vault key is refused outside demo mode.
     t.insert(
         "vault".into(),
-        table(vec![("key", "e2e-vault-key-not-for-production-0123".into())]),
+        table(vec![(
+            "key",
+            "e2e-vault-key-not-for-production-0123".into(),
+        )]),
     );
     merge(&mut t, &cfg.extra);
     t

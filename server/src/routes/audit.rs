@@ -44,13 +44,9 @@ async fn audit_page(
     if !allowed {
         return Err(ApiError::NotFound);
     }
-    let report = state
-        .audit
-        .verify(&state.db)
-        .await
-        .map_err(|e| {
-            ApiError::Unexpected(anyhow::Error::new(e).context("verifying audit chain"))
-        })?;
+    let report = state.audit.verify(&state.db).await.map_err(|e| {
+        ApiError::Unexpected(anyhow::Error::new(e).context("verifying audit chain"))
+    })?;
     let rows = crate::db::entities::audit_events::Entity::find()
         .order_by_desc(crate::db::entities::audit_events::Column::Seq)
         .limit(PAGE_ROWS)

@@ -265,9 +265,7 @@ fn session_cookies(state: &AppState, token: String) -> [Cookie<'static>; 4] {
     clear_csrf.make_removal();
     let mut clear_mfa = Cookie::build(MFA_COOKIE, "").path("/login").finish();
     clear_mfa.make_removal();
-    let mut clear_nonce = Cookie::build(MFA_NONCE_COOKIE, "")
-        .path("/login")
-        .finish();
+    let mut clear_nonce = Cookie::build(MFA_NONCE_COOKIE, "").path("/login").finish();
     clear_nonce.make_removal();
     [session, clear_csrf, clear_mfa, clear_nonce]
 }

@@ -879,9 +879,7 @@ pub async fn verify_with_head(
                 path.display()
             )),
             Ok(None) => None,
-            Ok(Some(signed)) => {
-                check_head(db, &signed, head, &cps).await?
-            }
+            Ok(Some(signed)) => check_head(db, &signed, head, &cps).await?,
         };
     }
     Ok(VerifyReport {

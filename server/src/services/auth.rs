@@ -394,11 +394,8 @@ pub async fn release_attempt<C: ConnectionTrait>(
         .value(users::Column::FailedLogins, prev())
         .value(
             users::Column::LockedUntil,
-            Expr::case(
-                prev().gte(threshold),
-                Expr::col(users::Column::LockedUntil),
-            )
-            .finally(Expr::value(Option::<DateTime<Utc>>::None)),
+            Expr::case(prev().gte(threshold), Expr::col(users::Column::LockedUntil))
+                .finally(Expr::value(Option::<DateTime<Utc>>::None)),
         )
         .and_where(Expr::col(users::Column::Id).eq(user_id))
         .and_where(Expr::col(users::Column::FailedLogins).gt(0))

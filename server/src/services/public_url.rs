@@ -125,7 +125,10 @@ mod tests {
             p.origin(&forwarded("10.1.2.3:1234")),
             "https://evil.example"
         );
-        let p = PublicUrl::new(&settings(Some("https://mado.example.org/"), &["10.0.0.0/8"]));
+        let p = PublicUrl::new(&settings(
+            Some("https://mado.example.org/"),
+            &["10.0.0.0/8"],
+        ));
         assert_eq!(
             p.origin(&forwarded("10.1.2.3:1234")),
             "https://mado.example.org"

@@ -254,13 +254,16 @@ async fn claim_passcode_attempt<C: ConnectionTrait>(
 ) -> Result<Option<bool>, ShareError> {
     use sea_orm::sea_query::Query;
     let max = i32::try_from(Ord::max(security.share_passcode_attempts, 1)).unwrap_or(i32::MAX);
-    let reaches = || Expr::col(share_links::Column::FailedAttempts).add(1).gte(max);
+    let reaches = || {
+        Expr::col(share_links::Column::FailedAttempts)
+            .add(1)
+            .gte(max)
+    };
     let stmt = Query::update()
         .table(share_links::Entity)
         .value(
             share_links::Column::FailedAttempts,
-            Expr::case(reaches(), 0)
-                .finally(Expr::col(share_links::Column::FailedAttempts).add(1)),
+            Expr::case(reaches(), 0).finally(Expr::col(share_links::Column::FailedAttempts).add(1)),
         )
         .value(
             share_links::Column::LockedUntil,

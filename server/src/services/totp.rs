@@ -382,7 +382,10 @@ mod tests {
         assert_eq!(check_mfa_cookie(b"other", &v, Some(&n)), None);
         assert_eq!(check_mfa_cookie(b"k", &v, None), None);
         assert_eq!(check_mfa_cookie(b"k", &v, Some("another nonce")), None);
-        assert_eq!(check_mfa_cookie(b"k", &v.replacen('7', "8", 1), Some(&n)), None);
+        assert_eq!(
+            check_mfa_cookie(b"k", &v.replacen('7', "8", 1), Some(&n)),
+            None
+        );
         let old = mfa_cookie_value_at(b"k", 7, &n, Utc::now().timestamp() - MFA_WINDOW_SECS - 1);
         assert_eq!(check_mfa_cookie(b"k", &old, Some(&n)), None);
     }

@@ -154,7 +154,10 @@ async fn head_file_follows_the_server(app: &TestApp) {
     assert_eq!(report.problem, None);
     // The newest row deleted: detected through the head file alone.
     app.db
-        .execute_unprepared(&format!("DELETE FROM audit_events WHERE seq = {}", last.seq))
+        .execute_unprepared(&format!(
+            "DELETE FROM audit_events WHERE seq = {}",
+            last.seq
+        ))
         .await
         .unwrap();
     let p = audit::verify_with_head(&app.db, &app.audit_key, Some(&app.audit_head))
@@ -273,7 +276,8 @@ async fn fresh_db(dir: &std::path::Path) -> (String, DatabaseConnection, AuditLo
         .await
         .unwrap();
     server::db::migrate(&db).await.unwrap();
-    let log = AuditLog::new("mado-demo-audit-key-change-me", 5).with_head_file(dir.join("head.log"));
+    let log =
+        AuditLog::new("mado-demo-audit-key-change-me", 5).with_head_file(dir.join("head.log"));
     (url, db, log)
 }
 
@@ -296,7 +300,6 @@ fn cli_verify(url: &str) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_is_detected() {
-
     // Deleted row in the middle.
     let dir = tempfile::tempdir().unwrap();
     let (url, db, log) = fresh_db(dir.path()).await;
@@ -349,7 +352,10 @@ async fn tampering_is_detected() {
         .unwrap();
     let (ok, out) = cli_verify(&url);
     assert!(!ok);
-    assert!(out.contains("after seq=10") && out.contains("head file"), "{out}");
+    assert!(
+        out.contains("after seq=10") && out.contains("head file"),
+        "{out}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let (url, db, log) = fresh_db(dir.path()).await;
     write_events(&db, &log, 12).await;

@@ -43,7 +43,11 @@ async fn post_login(app: &TestApp, username: &str, password: &str) -> (u16, Vec<
         .api
         .post(app.url("/login"))
         .header("cookie", format!("mado_login_csrf={CSRF}"))
-        .form(&[("username", username), ("password", password), ("csrf", CSRF)])
+        .form(&[
+            ("username", username),
+            ("password", password),
+            ("csrf", CSRF),
+        ])
         .send()
         .await
         .unwrap();
@@ -99,7 +103,10 @@ async fn passwords(backend: Backend) {
         .unwrap();
     assert!(locked_refusals >= (N - 5) as u64, "{locked_refusals}");
     // The right password is refused while locked.
-    assert_eq!(post_login(&app, "victim", "the right password").await.0, 401);
+    assert_eq!(
+        post_login(&app, "victim", "the right password").await.0,
+        401
+    );
     assert_eq!(user(&app, "victim").await.failed_logins, 5, "not counted");
     // Once the lock has passed, the right password works and resets.
     app.db
@@ -143,7 +150,11 @@ async fn totp_codes(backend: Backend) {
         .collect();
     assert_eq!(jar.len(), 3, "{jar:?}");
     let cookie = jar.join("; ");
-    assert_eq!(user(&app, "otp").await.failed_logins, 0, "a right password is not a failure");
+    assert_eq!(
+        user(&app, "otp").await.failed_logins,
+        0,
+        "a right password is not a failure"
+    );
     let right = totp::current_code(&secret).unwrap();
     let wrong = format!("{:06}", (right.parse::<u32>().unwrap() + 1) % 1_000_000);
     let a = std::sync::Arc::new(app);
@@ -249,8 +260,16 @@ async fn share_counters(backend: Backend) {
     let app = std::sync::Arc::try_unwrap(a).ok().unwrap();
     statuses.sort_unstable();
     // Four wrong (401), the fifth wrong one locks (429), the rest locked.
-    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 4, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), N - 4, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        4,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        N - 4,
+        "{statuses:?}"
+    );
     let checked = audit_events::Entity::find()
         .filter(audit_events::Column::Action.eq("share.use"))
         .filter(audit_events::Column::Detail.eq("wrong passcode"))
@@ -264,7 +283,10 @@ async fn share_counters(backend: Backend) {
         .unwrap()
         .unwrap();
     assert!(row.locked_until.is_some_and(|t| t > Utc::now()));
-    assert_eq!(post_passcode(&app, &link.token, "the right passcode").await, 429);
+    assert_eq!(
+        post_passcode(&app, &link.token, "the right passcode").await,
+        429
+    );
     assert_eq!(row.uses, 0);
     // Once the lock has passed, the right passcode opens the link.
     app.db
@@ -274,7 +296,10 @@ async fn share_counters(backend: Backend) {
         ))
         .await
         .unwrap();
-    assert_eq!(post_passcode(&app, &link.token, "the right passcode").await, 303);
+    assert_eq!(
+        post_passcode(&app, &link.token, "the right passcode").await,
+        303
+    );
 
     // Use limit: N openings at once, 2 uses.
     let limited = shares::create(
@@ -298,8 +323,15 @@ async fn share_counters(backend: Backend) {
     })
     .await;
     let app = std::sync::Arc::try_unwrap(a).ok().unwrap();
-    assert_eq!(statuses.iter().filter(|s| **s == 303).count(), 2, "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == 303 || *s == 404), "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 303).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 303 || *s == 404),
+        "{statuses:?}"
+    );
     let row = share_links::Entity::find_by_id(limited.id)
         .one(&app.db)
         .await

@@ -47,9 +47,18 @@ fn example_configs_are_accepted_by_the_binaries() {
         .env("MADO_GATEWAY__STORAGE__PATH", dir.path().join("objects"))
         .env("MADO_GATEWAY__UPLOAD__ENABLED", "false")
         // The built-in demo secrets are refused outside demo mode.
-        .env("MADO_GATEWAY__SERVER__TOKEN", "infra-test-gateway-token-0123456789")
-        .env("MADO_GATEWAY__DEID__SECRET", "infra-test-deid-secret-0123456789")
-        .env("MADO_GATEWAY__VAULT__KEY", "infra-test-vault-key-0123456789");
+        .env(
+            "MADO_GATEWAY__SERVER__TOKEN",
+            "infra-test-gateway-token-0123456789",
+        )
+        .env(
+            "MADO_GATEWAY__DEID__SECRET",
+            "infra-test-deid-secret-0123456789",
+        )
+        .env(
+            "MADO_GATEWAY__VAULT__KEY",
+            "infra-test-vault-key-0123456789",
+        );
     let (gw, _) = Proc::spawn(
         "mado-gateway",
         cmd,
