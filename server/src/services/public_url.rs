@@ -41,7 +41,7 @@ impl PublicUrl {
     }
 
     /// Whether the TCP peer of `req` is a trusted proxy.
-    fn from_proxy(&self, req: &HttpRequest) -> bool {
+    fn peer_is_proxy(&self, req: &HttpRequest) -> bool {
         req.peer_addr()
             .is_some_and(|a| self.proxies.iter().any(|n| n.contains(&a.ip())))
     }
@@ -53,7 +53,7 @@ impl PublicUrl {
             return base.clone();
         }
         let fallback_host = || req.app_config().local_addr().to_string();
-        if self.from_proxy(req) {
+        if self.peer_is_proxy(req) {
             // actix reads Forwarded, then X-Forwarded-Host/-Proto.
             let ci = req.connection_info();
             let scheme = match ci.scheme() {
