@@ -9,6 +9,8 @@
 #   BENCH_QIDO_1M=0  skip the QIDO search with 1,000,000 indexed instances in
 #                    PostgreSQL (scripts/bench-qido-1m.sh, run last)
 set -euo pipefail
+# Local benchmark on loopback: the built-in demo secrets are fine (demo mode).
+export MADO_SERVER__DEMO__ENABLED=true MADO_GATEWAY__DEMO__ENABLED=true
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SLICES="${BENCH_SLICES:-300}"

@@ -27,6 +27,8 @@
 #                share the gateway's cores in a deployment.
 #   BENCH_S3=local        e2e rows upload to a local store instead of moto
 set -euo pipefail
+# Local benchmark on loopback: the built-in demo secrets are fine (demo mode).
+export MADO_SERVER__DEMO__ENABLED=true MADO_GATEWAY__DEMO__ENABLED=true
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SLICES="${BENCH_SLICES:-300}"

@@ -12,6 +12,8 @@
 #   QIDO_KEEP_DB=1     keep the database (to EXPLAIN the queries)
 # Target: p95 < 50 ms. A fresh database is created and dropped.
 set -euo pipefail
+# Local benchmark on loopback: the built-in demo secrets are fine (demo mode).
+export MADO_SERVER__DEMO__ENABLED=true MADO_GATEWAY__DEMO__ENABLED=true
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"

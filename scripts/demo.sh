@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mado demo on one machine: build, start mado-server and mado-gateway with
-# their built-in demo defaults (everything under ./mado-data/), push a
+# their built-in demo defaults in demo mode (everything under ./mado-data/), push a
 # synthetic CT and CR study with dcmtk's storescu, and keep running until
 # Ctrl-C. Open http://127.0.0.1:8080/ and sign in as admin / mado-demo.
 #
@@ -69,6 +69,10 @@ mkdir -p "$LOGS"
 # SQLite at mado-data/mado.db, objects in mado-data/objects, spool in
 # mado-data/spool, HTTP on 127.0.0.1:8080, DICOM on 127.0.0.1:11112.
 unset "${!MADO_@}" 2>/dev/null || true
+# Demo mode: the built-in demo secrets (audit key, server secret, gateway token,
+# de-identification secret, vault key) are accepted. Without it both binaries
+# refuse to start with them.
+export MADO_SERVER__DEMO__ENABLED=true MADO_GATEWAY__DEMO__ENABLED=true
 
 log "creating the admin account"
 MADO_ADMIN_PASSWORD="$ADMIN_PASSWORD" "$BIN/mado-server" create-admin --username "$ADMIN_USER" \

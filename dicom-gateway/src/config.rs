@@ -35,7 +35,27 @@ pub struct GatewayConfig {
     /// `[commitment]`: Storage Commitment Push Model SCP.
     #[serde(default)]
     pub commitment: CommitmentConfig,
+    /// `[demo]`: accept the built-in demo secrets (`scripts/demo.sh`).
+    #[serde(default)]
+    pub demo: DemoConfig,
 }
+
+/// `[demo] enabled = true` (or `MADO_GATEWAY__DEMO__ENABLED=true`): the
+/// built-in demo token, de-identification secret and vault key are
+/// accepted. Off (the default): the gateway refuses to start with them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// The built-in demo secrets (`config/defaults.toml`, `vault::VaultConfig`).
+const DEMO_SECRETS: [(&str, &str); 3] = [
+    ("server.token", "mado-demo-gateway-token"),
+    ("deid.secret", "mado-demo-deid-secret-change-me"),
+    ("vault.key", "mado-demo-vault-key-change-me"),
+];
 
 /// `[commitment]`: Storage Commitment Push Model (N-ACTION / N-EVENT-REPORT).
 #[derive(Debug, Clone, Deserialize)]
@@ -403,7 +423,41 @@ impl GatewayConfig {
         };
         cfg.validate()
             .map_err(|e| ConfigError(format!("{source}: {}", e.0)))?;
+        if let Some(why) = cfg.insecure_defaults() {
+            return Err(ConfigError(why));
+        }
         Ok(cfg)
+    }
+
+    /// Outside demo mode, the built-in demo secrets still in use: one line
+    /// saying why the gateway refuses to start.
+    pub fn insecure_defaults(&self) -> Option<String> {
+        if self.demo.enabled {
+            return None;
+        }
+        let in_use = |field: &str| match field {
+            "server.token" => self.server.token.expose_secret(),
+            "deid.secret" => self.deid.secret.expose_secret(),
+            // Used only when the vault is on and keyed by `key`.
+            _ if self.vault.enabled && self.vault.key_file.is_none() => {
+                self.vault.key.expose_secret()
+            }
+            _ => "",
+        };
+        let found: Vec<&str> = DEMO_SECRETS
+            .iter()
+            .filter(|(field, demo)| in_use(field) == *demo)
+            .map(|(field, _)| *field)
+            .collect();
+        if found.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "refusing to start: {} still set to the built-in demo value; set real secrets \
+             (MADO_GATEWAY__SERVER__TOKEN, MADO_GATEWAY__DEID__SECRET, MADO_GATEWAY__VAULT__KEY) \
+             or turn on demo mode ([demo] enabled = true)",
+            found.join(", ")
+        ))
     }
 
     /// Checks serde cannot express. Errors are one line naming the field
@@ -660,6 +714,11 @@ mod tests {
             "[[dicom.allowed]]\nae_title = \"CT01\"\nhosts = [\"10.0.0.0/24\", \"127.0.0.1\", \"::1\"]\n[[dicom.allowed]]\nae_title = \"ANY\"\n",
         )
         .unwrap();
+        std::fs::write(
+            &f,
+            "[demo]\nenabled = true\n[[dicom.allowed]]\nae_title = \"CT01\"\nhosts = [\"10.0.0.0/24\", \"127.0.0.1\", \"::1\"]\n[[dicom.allowed]]\nae_title = \"ANY\"\n",
+        )
+        .unwrap();
         let cfg = GatewayConfig::load(Some(&f)).unwrap();
         assert_eq!(cfg.dicom.allowed.len(), 2);
         assert_eq!(cfg.dicom.allowed[0].networks().unwrap().len(), 3);
@@ -679,6 +738,30 @@ mod tests {
         cfg.deid.uid_root = "2.025".into();
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("deid.uid_root"), "{err}");
+    }
+
+    #[test]
+    fn demo_secrets_refused_outside_demo_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("gw.toml");
+        std::fs::write(&f, "[dicom]\nae_title = \"MADO\"\n").unwrap();
+        let err = GatewayConfig::load(Some(&f)).unwrap_err().to_string();
+        assert!(
+            err.contains("server.token")
+                && err.contains("deid.secret")
+                && err.contains("vault.key"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+        // Real secrets, or the vault off: accepted.
+        std::fs::write(
+            &f,
+            "[server]\ntoken = \"a-real-token-0123456789\"\n[deid]\nsecret = \"a-real-deid-secret-0123456789\"\n[vault]\nenabled = false\n",
+        )
+        .unwrap();
+        GatewayConfig::load(Some(&f)).unwrap();
+        std::fs::write(&f, "[demo]\nenabled = true\n").unwrap();
+        GatewayConfig::load(Some(&f)).unwrap();
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct Settings {
     pub oidc: Option<OidcSettings>,
     #[serde(default)]
     pub limits: LimitsSettings,
+    /// Demo mode: the built-in demo secrets are accepted.
+    #[serde(default)]
+    pub demo: DemoSettings,
 }
 
 /// `[limits]`: bounds on hostile or merely huge input (DICOMweb, rendering).
@@ -84,6 +87,22 @@ impl LimitsSettings {
         }
     }
 }
+
+/// `[demo]`: whether the built-in demo secrets may be used
+/// (`scripts/demo.sh` turns it on; `MADO_SERVER__DEMO__ENABLED=true`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSettings {
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// The built-in demo audit key (accepted in demo mode only).
+pub const DEMO_AUDIT_KEY: &str = "mado-demo-audit-key-change-me";
+/// The built-in demo server secret (accepted in demo mode only).
+pub const DEMO_SERVER_SECRET: &str = "mado-demo-server-secret-change-me";
+/// The built-in demo gateway token (accepted in demo mode only).
+pub const DEMO_GATEWAY_TOKEN: &str = "mado-demo-gateway-token";
 
 /// `[oidc]`: sign-in through an OpenID Provider.
 #[derive(Debug, Clone, Deserialize)]
@@ -147,17 +166,28 @@ pub struct OhifSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSettings {
-    /// HMAC-SHA256 key signing the chain checkpoints (at least 16 characters).
+    /// HMAC-SHA256 key of the hash chain, its checkpoints and the head
+    /// file (at least 16 characters). Signs nothing else: auditors hold it.
     pub key: Secret,
     /// Write a signed checkpoint of the chain head every this many events.
     pub checkpoint_every: u32,
+    /// Append-only file on the server's disk receiving the signed chain
+    /// head after every committed batch (a database user alone cannot
+    /// rewrite it); `audit verify` checks the database against it.
+    #[serde(default = "default_head_file")]
+    pub head_file: std::path::PathBuf,
+}
+
+fn default_head_file() -> std::path::PathBuf {
+    "mado-data/audit-head.log".into()
 }
 
 impl Default for AuditSettings {
     fn default() -> Self {
         Self {
-            key: Secret::new("mado-demo-audit-key-change-me"),
+            key: Secret::new(DEMO_AUDIT_KEY),
             checkpoint_every: 100,
+            head_file: default_head_file(),
         }
     }
 }
@@ -166,6 +196,11 @@ impl Default for AuditSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecuritySettings {
+    /// Server secret (at least 32 characters): every server-side signing
+    /// key (MFA sign-in cookie, …) is derived from it with HKDF-SHA256 and
+    /// a label per purpose (`services::auth::derive_key`).
+    #[serde(default = "default_server_secret")]
+    pub secret: Secret,
     /// Failed sign-ins after which an account is locked (with exponential backoff).
     pub lockout_threshold: u32,
     /// Lock duration after the threshold, doubled on each further failure.
@@ -189,9 +224,14 @@ fn default_rate() -> u32 {
     30
 }
 
+fn default_server_secret() -> Secret {
+    Secret::new(DEMO_SERVER_SECRET)
+}
+
 impl Default for SecuritySettings {
     fn default() -> Self {
         Self {
+            secret: default_server_secret(),
             lockout_threshold: 5,
             lockout_base_seconds: 30,
             share_passcode_attempts: 5,
@@ -207,9 +247,39 @@ impl Default for SecuritySettings {
 pub struct HttpSettings {
     /// `HOST:PORT` to bind; port 0 picks a free port.
     pub bind: String,
-    /// Externally visible base URL, e.g. `https://mado.example.org`.
+    /// Externally visible base URL, e.g. `https://mado.example.org`: the
+    /// base of every absolute URL the server writes (DICOMweb RetrieveURL).
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Reverse proxies (IP addresses or CIDR networks) whose
+    /// `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` headers are
+    /// honoured when `public_url` is unset; from anyone else they are
+    /// ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+impl HttpSettings {
+    /// `trusted_proxies` parsed (a bare address is a /32 or /128).
+    pub fn proxy_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                let p = p.trim();
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("expected an IP address or CIDR network, found {p:?}"))
+            })
+            .collect()
+    }
+
+    /// `public_url` without a trailing slash, when set and valid.
+    pub fn public_base(&self) -> Option<String> {
+        self.public_url
+            .as_deref()
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -305,6 +375,39 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The built-in demo secrets still in use, outside demo mode: one line
+    /// saying why the server refuses to start, `None` when it may start.
+    pub fn insecure_defaults(&self) -> Option<String> {
+        if self.demo.enabled {
+            return None;
+        }
+        let mut found = Vec::new();
+        if self.audit.key.expose() == DEMO_AUDIT_KEY {
+            found.push("audit.key");
+        }
+        if self.security.secret.expose() == DEMO_SERVER_SECRET {
+            found.push("security.secret");
+        }
+        if self
+            .ingest
+            .gateway_tokens
+            .iter()
+            .chain(self.ingest.gateways.iter().map(|g| &g.token))
+            .any(|t| t.expose() == DEMO_GATEWAY_TOKEN)
+        {
+            found.push("ingest.gateway_tokens");
+        }
+        if found.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "refusing to start: {} still set to the built-in demo value; set real secrets \
+             (e.g. MADO_SERVER__AUDIT__KEY, MADO_SERVER__SECURITY__SECRET, \
+             MADO_SERVER__INGEST__GATEWAY_TOKENS) or turn on demo mode ([demo] enabled = true)",
+            found.join(", ")
+        ))
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.http.bind.parse::<std::net::SocketAddr>().is_err() && !self.http.bind.contains(':')
         {
@@ -337,6 +440,31 @@ impl Settings {
             return Err(ConfigError(
                 "field `audit.key`: expected at least 16 characters".into(),
             ));
+        }
+        if self.audit.head_file.as_os_str().is_empty() {
+            return Err(ConfigError(
+                "field `audit.head_file`: expected a file path".into(),
+            ));
+        }
+        if self.security.secret.expose().len() < 32 {
+            return Err(ConfigError(
+                "field `security.secret`: expected at least 32 characters".into(),
+            ));
+        }
+        if let Err(e) = self.http.proxy_networks() {
+            return Err(ConfigError(format!("field `http.trusted_proxies`: {e}")));
+        }
+        if let Some(u) = self.http.public_base() {
+            let ok = (u.starts_with("http://") || u.starts_with("https://"))
+                && u.len() <= 512
+                && !u.contains(['?', '#', ' '])
+                && u.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err(ConfigError(
+                    "field `http.public_url`: expected an http:// or https:// URL without query"
+                        .into(),
+                ));
+            }
         }
         if self
             .ingest
@@ -381,6 +509,34 @@ mod tests {
         assert_eq!(s.session.idle_minutes, 30);
         assert!(format!("{s:?}").contains("<redacted>"));
         assert!(!format!("{s:?}").contains("mado-demo-gateway-token"));
+        // Demo secrets refused unless demo mode is on.
+        let why = s.insecure_defaults().unwrap();
+        assert!(
+            why.contains("audit.key") && why.contains("security.secret"),
+            "{why}"
+        );
+        assert!(why.contains("ingest.gateway_tokens") && !why.contains('\n'));
+        let mut demo = s.clone();
+        demo.demo.enabled = true;
+        assert_eq!(demo.insecure_defaults(), None);
+        let mut real = s;
+        real.audit.key = Secret::new("a real audit key 0123456789");
+        real.security.secret = Secret::new("a real server secret 0123456789abcdef");
+        real.ingest.gateway_tokens = vec![Secret::new("a real gateway token 0123456789")];
+        assert_eq!(real.insecure_defaults(), None);
+    }
+
+    #[test]
+    fn trusted_proxies_parse() {
+        let mut h = HttpSettings {
+            bind: "127.0.0.1:0".into(),
+            public_url: Some("https://mado.example.org/".into()),
+            trusted_proxies: vec!["10.0.0.0/8".into(), "127.0.0.1".into(), "::1".into()],
+        };
+        assert_eq!(h.proxy_networks().unwrap().len(), 3);
+        assert_eq!(h.public_base().unwrap(), "https://mado.example.org");
+        h.trusted_proxies.push("10.0.0.0/33".into());
+        assert!(h.proxy_networks().is_err());
     }
 
     #[test]

@@ -48,8 +48,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain and the signed checkpoints; exit 1 naming the
-    /// first edited, deleted or reordered row.
+    /// Walk the keyed hash chain, the signed checkpoints and the signed
+    /// head file (`[audit] head_file`); exit 1 naming the first edited,
+    /// deleted or reordered row, or the deleted tail or checkpoints.
     Verify,
     /// Sign the current chain head now.
     Checkpoint,
@@ -84,6 +85,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(cli.command, None | Some(Command::Serve)) {
+        if let Some(why) = settings.insecure_defaults() {
+            eprintln!("mado-server: {why}");
+            return ExitCode::from(2);
+        }
+    }
     let result = actix_web::rt::System::new().block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(settings).await,
@@ -178,7 +185,8 @@ async fn audit(settings: Settings, command: AuditCommand) -> anyhow::Result<()> 
     let key = settings.audit.key.expose().as_bytes().to_vec();
     match command {
         AuditCommand::Verify => {
-            let report = audit::verify(&conn, &key).await?;
+            let report =
+                audit::verify_with_head(&conn, &key, Some(&settings.audit.head_file)).await?;
             match report.problem {
                 Some(p) => Err(ChainBroken(p).into()),
                 None => {
@@ -192,7 +200,8 @@ async fn audit(settings: Settings, command: AuditCommand) -> anyhow::Result<()> 
         }
         AuditCommand::Checkpoint => {
             let log =
-                audit::AuditLog::new(settings.audit.key.expose(), settings.audit.checkpoint_every);
+                audit::AuditLog::new(settings.audit.key.expose(), settings.audit.checkpoint_every)
+                    .with_head_file(settings.audit.head_file.clone());
             match log.checkpoint(&conn).await? {
                 Some(seq) => println!("checkpoint signed at seq={seq}"),
                 None => println!("audit trail is empty"),

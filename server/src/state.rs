@@ -21,8 +21,12 @@ pub struct AppState {
     pub study_ids: crate::access::StudyIds,
     /// Rate limit of sign-in, second-factor and passcode requests.
     pub auth_limiter: crate::services::ratelimit::RateLimiter,
-    /// Key of the signed "password verified, second factor due" cookie.
+    /// Key of the signed "password verified, second factor due" cookie
+    /// (HKDF of `[security] secret`, label `auth::KEY_MFA_COOKIE`).
     pub mfa_key: Vec<u8>,
+    /// Base of absolute URLs: `[http] public_url` and the proxies whose
+    /// forwarding headers are honoured.
+    pub public_url: crate::services::public_url::PublicUrl,
     /// OpenID Connect sign-in, when configured.
     pub oidc: Option<crate::services::oidc::Oidc>,
     /// Built OHIF viewer served at `/ohif/` (`[ohif] dist_dir`).
@@ -126,11 +130,13 @@ impl AppState {
                 settings.limits.memory_queue,
                 std::time::Duration::from_secs(settings.limits.memory_wait_seconds),
             )),
+            public_url: crate::services::public_url::PublicUrl::new(&settings.http),
             db,
             store,
             session: settings.session.clone(),
             security: settings.security.clone(),
-            audit: AuditLog::new(settings.audit.key.expose(), settings.audit.checkpoint_every),
+            audit: AuditLog::new(settings.audit.key.expose(), settings.audit.checkpoint_every)
+                .with_head_file(settings.audit.head_file.clone()),
             sessions: Default::default(),
             study_ids: Default::default(),
             auth_limiter: crate::services::ratelimit::RateLimiter::new(
@@ -141,16 +147,13 @@ impl AppState {
                     .map_err(|e| tracing::error!(error = %e, "OIDC sign-in disabled"))
                     .ok()
             }),
-            mfa_key: {
-                use hmac::{Hmac, Mac};
-                match Hmac::<Sha256>::new_from_slice(settings.audit.key.expose().as_bytes()) {
-                    Ok(mut m) => {
-                        m.update(b"mado-mfa-key-v1");
-                        m.finalize().into_bytes().to_vec()
-                    }
-                    Err(_) => Vec::new(),
-                }
-            },
+            // Its own key, derived from the server secret (never the audit
+            // key, which auditors hold).
+            mfa_key: crate::services::auth::derive_key(
+                settings.security.secret.expose().as_bytes(),
+                crate::services::auth::KEY_MFA_COOKIE,
+            )
+            .to_vec(),
             render_caches: Arc::new(caches.render),
             frames_cache: caches.frames,
             qido_instances_cache: caches.qido_instances,

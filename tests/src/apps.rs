@@ -73,6 +73,9 @@ fn merge(base: &mut toml::Table, extra: &toml::Table) {
 
 // ---------------------------------------------------------------- server
 
+/// `[audit] key` of the servers the harness starts.
+pub const E2E_AUDIT_KEY: &str = "e2e-audit-key-0123456789abcdef";
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// `None`: a fresh SQLite file in the server's temp dir.
@@ -171,6 +174,15 @@ pub async fn spawn_server(cfg: ServerConfig) -> Result<ServerProc> {
         table(vec![(
             "gateway_tokens",
             toml::Value::Array(vec![cfg.gateway_token.clone().into()]),
+        )]),
+    );
+    // Real (test) secrets: the built-in demo ones are refused outside demo mode.
+    t.insert("audit".into(), table(vec![("key", E2E_AUDIT_KEY.into())]));
+    t.insert(
+        "security".into(),
+        table(vec![(
+            "secret",
+            "e2e-server-secret-0123456789abcdef0123".into(),
         )]),
     );
     merge(&mut t, &cfg.extra);
@@ -303,6 +315,14 @@ pub fn gateway_config_table(cfg: &GatewayConfig, spool: &Path) -> toml::Table {
     t.insert(
         "deid".into(),
         table(vec![("secret", cfg.deid_secret.clone().into())]),
+    );
+    // The built-in demo vault key is refused outside demo mode.
+    t.insert(
+        "vault".into(),
+        table(vec![(
+            "key",
+            "e2e-vault-key-not-for-production-0123".into(),
+        )]),
     );
     merge(&mut t, &cfg.extra);
     t

@@ -53,7 +53,7 @@ async fn audit_page(
         )
         .await
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
-    let report = audit::verify(&state.db, state.audit.key())
+    let report = state.audit.verify(&state.db)
         .await
         .map_err(|e| {
             ApiError::Unexpected(anyhow::Error::new(e).context("verifying audit chain"))

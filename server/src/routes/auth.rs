@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::extract::{PageUser, UiLang};
 use crate::services::audit::{Event, Outcome};
 use crate::services::auth::{self, ct_eq, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
-use crate::services::totp::{self, MFA_COOKIE};
+use crate::services::totp::{self, MFA_COOKIE, MFA_NONCE_COOKIE};
 use crate::state::AppState;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
@@ -254,7 +254,7 @@ async fn login(
 
 /// The cookies that complete a sign-in: the session cookie set, the login
 /// cookies cleared.
-fn session_cookies(state: &AppState, token: String) -> [Cookie<'static>; 3] {
+fn session_cookies(state: &AppState, token: String) -> [Cookie<'static>; 4] {
     let session = Cookie::build(SESSION_COOKIE, token)
         .path("/")
         .http_only(true)
@@ -265,7 +265,29 @@ fn session_cookies(state: &AppState, token: String) -> [Cookie<'static>; 3] {
     clear_csrf.make_removal();
     let mut clear_mfa = Cookie::build(MFA_COOKIE, "").path("/login").finish();
     clear_mfa.make_removal();
-    [session, clear_csrf, clear_mfa]
+    let mut clear_nonce = Cookie::build(MFA_NONCE_COOKIE, "").path("/login").finish();
+    clear_nonce.make_removal();
+    [session, clear_csrf, clear_mfa, clear_nonce]
+}
+
+/// A fresh signed MFA cookie naming `user_id` and its HttpOnly nonce
+/// companion (both `SameSite=Strict`, path `/login`, short-lived).
+fn mfa_cookie_pair(state: &AppState, user_id: i64) -> [Cookie<'static>; 2] {
+    let (value, nonce) = totp::mfa_cookies(&state.mfa_key, user_id);
+    let secure = state.session.secure_cookie;
+    let age = CookieDuration::seconds(totp::MFA_WINDOW_SECS);
+    [
+        strict_cookie(MFA_COOKIE, value, "/login", age, secure),
+        strict_cookie(MFA_NONCE_COOKIE, nonce, "/login", age, secure),
+    ]
+}
+
+/// The user id of a valid MFA cookie pair of this browser.
+fn mfa_user_id(req: &HttpRequest, state: &AppState) -> Option<i64> {
+    let nonce = req.cookie(MFA_NONCE_COOKIE);
+    req.cookie(MFA_COOKIE).and_then(|c| {
+        totp::check_mfa_cookie(&state.mfa_key, c.value(), nonce.as_ref().map(|n| n.value()))
+    })
 }
 
 /// The redirect that completes a sign-in.
@@ -310,23 +332,18 @@ async fn enrol_step(
         enrolled: false,
     };
     let secure = state.session.secure_cookie;
-    let cookies = [
-        strict_cookie(
-            LOGIN_CSRF_COOKIE,
-            csrf,
-            "/login",
-            CookieDuration::hours(2),
-            secure,
-        ),
-        strict_cookie(
-            MFA_COOKIE,
-            totp::mfa_cookie_value(&state.mfa_key, user_id),
-            "/login",
-            CookieDuration::seconds(totp::MFA_WINDOW_SECS),
-            secure,
-        ),
-    ];
-    html_page(status, &page, cookies)
+    let csrf_cookie = strict_cookie(
+        LOGIN_CSRF_COOKIE,
+        csrf,
+        "/login",
+        CookieDuration::hours(2),
+        secure,
+    );
+    html_page(
+        status,
+        &page,
+        std::iter::once(csrf_cookie).chain(mfa_cookie_pair(state, user_id)),
+    )
 }
 
 /// The user named by a valid MFA cookie, when enabled and not locked.
@@ -336,10 +353,7 @@ async fn mfa_user(
 ) -> Result<Option<crate::db::entities::users::Model>, ApiError> {
     use crate::db::entities::users;
     use sea_orm::EntityTrait;
-    let Some(user_id) = req
-        .cookie(MFA_COOKIE)
-        .and_then(|c| totp::check_mfa_cookie(&state.mfa_key, c.value()))
-    else {
+    let Some(user_id) = mfa_user_id(req, state) else {
         return Ok(None);
     };
     Ok(users::Entity::find_by_id(user_id)
@@ -387,6 +401,13 @@ async fn login_enrol(
     if totp::enrolled_secret(&user).is_some() {
         return Ok(redirect("/login"));
     }
+    // Counted before the code is checked (see `auth::claim_attempt`).
+    let claimed = auth::claim_attempt(&state.db, &state.security, user.id)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing in")))?;
+    if claimed.is_none() {
+        return Ok(redirect("/login"));
+    }
     let codes = totp::confirm(&state.db, user.id, &form.code)
         .await
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("totp enrolment")))?;
@@ -405,9 +426,6 @@ async fn login_enrol(
     )
     .await?;
     let Some(codes) = codes else {
-        auth::record_failure(&state.db, &state.security, &user)
-            .await
-            .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing in")))?;
         return enrol_step(
             &state,
             lang,
@@ -471,19 +489,14 @@ fn totp_step(
         CookieDuration::hours(2),
         secure,
     );
-    let mfa_cookie = user_id.map(|user_id| {
-        strict_cookie(
-            MFA_COOKIE,
-            totp::mfa_cookie_value(&state.mfa_key, user_id),
-            "/login",
-            CookieDuration::seconds(totp::MFA_WINDOW_SECS),
-            secure,
-        )
-    });
+    let mfa_cookies = user_id
+        .map(|user_id| mfa_cookie_pair(state, user_id))
+        .into_iter()
+        .flatten();
     html_page(
         status,
         &page,
-        std::iter::once(csrf_cookie).chain(mfa_cookie),
+        std::iter::once(csrf_cookie).chain(mfa_cookies),
     )
 }
 
@@ -514,9 +527,7 @@ async fn login_totp(
         );
     }
     let csrf_ok = login_csrf_cookie(&req).is_some_and(|c| ct_eq(&c, &form.csrf));
-    let user_id = req
-        .cookie(MFA_COOKIE)
-        .and_then(|c| totp::check_mfa_cookie(&state.mfa_key, c.value()));
+    let user_id = mfa_user_id(&req, &state);
     let (Some(user_id), true) = (user_id, csrf_ok) else {
         // No verified password (or expired): start over.
         return Ok(redirect("/login"));
@@ -527,7 +538,12 @@ async fn login_totp(
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("loading user")))?
         .filter(|u| !u.disabled)
         .ok_or(ApiError::Forbidden("unknown account"))?;
-    let locked = user.locked_until.is_some_and(|t| chrono::Utc::now() < t);
+    // Counted before the code is checked (see `auth::claim_attempt`):
+    // concurrent guesses cannot outrun the lock.
+    let locked = auth::claim_attempt(&state.db, &state.security, user.id)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing in")))?
+        .is_none();
     let ok = !locked
         && totp::verify_second_factor(&state.db, &user, &form.code)
             .await
@@ -552,11 +568,6 @@ async fn login_totp(
         .await
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
     if !ok {
-        if !locked {
-            auth::record_failure(&state.db, &state.security, &user)
-                .await
-                .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("signing in")))?;
-        }
         return totp_step(
             &state,
             lang,

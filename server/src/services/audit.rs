@@ -2,13 +2,26 @@
 //!
 //! `audit_events` is append-only. Each row carries `seq` (1, 2, 3, … with no
 //! gaps), `prev_hash` (the previous row's `hash`, 64 zeros for the first)
-//! and `hash` = SHA-256 over a canonical encoding (a JSON array in a fixed
-//! field order, prefixed with a version tag) of the row and `prev_hash`.
+//! and `hash` = HMAC-SHA256 under the audit key over a canonical encoding
+//! (a JSON array in a fixed field order, prefixed with the tag
+//! `mado-audit-v2`) of the row and `prev_hash`: without the key nobody can
+//! rewrite a row and recompute the chain. (Rows written before the chain
+//! was keyed carry `hash` = plain SHA-256 under the tag `mado-audit-v1`;
+//! [`verify`] accepts them only as a prefix of the chain, before the first
+//! keyed row, and the signed head below anchors them too.)
 //! Inserts are serialised (a process-wide mutex, plus a transaction-scoped
 //! advisory lock on PostgreSQL) so the chain stays linear under concurrent
 //! requests. Every `checkpoint_every` events the chain head is signed with
-//! HMAC-SHA256 under the server audit key into `audit_checkpoints`, so a
-//! truncated tail is detected too.
+//! HMAC-SHA256 under the audit key into `audit_checkpoints`.
+//!
+//! The signed head: after every committed batch the writer appends one
+//! line `seq hash checkpoint_seq mac` (HMAC-SHA256 under the audit key) to
+//! an append-only file on the server's own disk (`[audit] head_file`,
+//! fdatasync'd before the batch is answered). A database user can delete
+//! the newest rows or every checkpoint, but cannot rewrite that file, so
+//! [`verify_with_head`] detects a truncated tail (the head names a row that
+//! is gone or different) and deleted checkpoints (the head names the last
+//! one). Threat model and limits: ARCHITECTURE.md.
 //!
 //! [`verify`] walks the chain and names the first edited, deleted or
 //! reordered row.
@@ -30,7 +43,10 @@ use std::sync::Arc;
 
 /// `prev_hash` of the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-const HASH_TAG: &[u8] = b"mado-audit-v1\n";
+/// Tag of the legacy, unkeyed row hash (SHA-256).
+const HASH_TAG_V1: &[u8] = b"mado-audit-v1\n";
+/// Tag of the keyed row hash (HMAC-SHA256 under the audit key).
+const HASH_TAG_V2: &[u8] = b"mado-audit-v2\n";
 /// Advisory lock key serialising audit inserts on PostgreSQL.
 const PG_LOCK_KEY: i64 = 0x6d61_646f_6175_6474;
 
@@ -54,6 +70,9 @@ pub enum AuditError {
     Batch(String),
     #[error("audit writer stopped before answering")]
     Dropped,
+    /// The signed head file could not be written or read.
+    #[error("audit head file: {0}")]
+    Head(String),
 }
 
 /// Outcome of an audited action.
@@ -182,9 +201,20 @@ struct Inner {
     /// the insert then fails on the `seq` key and the retry reads the head.
     /// (The entry holds a handle of that pool, so no other pool can take
     /// its address while it is cached.)
-    head: std::sync::Mutex<Option<(usize, DatabaseConnection, i64, String)>>,
+    head: std::sync::Mutex<Option<(usize, DatabaseConnection, Head)>>,
     key: Vec<u8>,
     checkpoint_every: i64,
+    /// The append-only signed head file (`[audit] head_file`).
+    head_file: Option<std::path::PathBuf>,
+}
+
+/// The chain head as the writer knows it: last row and last checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: String,
+    /// `seq` of the newest signed checkpoint (0: none yet).
+    pub checkpoint_seq: i64,
 }
 
 /// One queued append. `db_key` names the caller's database (its connection
@@ -231,8 +261,7 @@ struct Canonical<'a>(
     &'a str,
 );
 
-/// SHA-256 (hex) of a row's canonical encoding.
-pub fn row_hash(r: &audit_events::Model) -> String {
+fn canonical(r: &audit_events::Model) -> Vec<u8> {
     let c = Canonical(
         r.seq,
         &r.at,
@@ -248,10 +277,28 @@ pub fn row_hash(r: &audit_events::Model) -> String {
         &r.detail,
         &r.prev_hash,
     );
-    let mut h = Sha256::new();
-    h.update(HASH_TAG);
     // Serialising a tuple of strings and integers cannot fail.
-    h.update(serde_json::to_vec(&c).unwrap_or_default());
+    serde_json::to_vec(&c).unwrap_or_default()
+}
+
+/// HMAC-SHA256 (hex) under the audit `key` of a row's canonical encoding.
+pub fn row_hash(key: &[u8], r: &audit_events::Model) -> String {
+    match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(HASH_TAG_V2);
+            mac.update(&canonical(r));
+            hex::encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// The legacy unkeyed hash (SHA-256) of rows written before the chain was
+/// keyed.
+pub fn legacy_row_hash(r: &audit_events::Model) -> String {
+    let mut h = Sha256::new();
+    h.update(HASH_TAG_V1);
+    h.update(canonical(r));
     hex::encode(h.finalize())
 }
 
@@ -278,8 +325,29 @@ impl AuditLog {
                 head: std::sync::Mutex::new(None),
                 key: key.as_bytes().to_vec(),
                 checkpoint_every: i64::from(checkpoint_every.max(1)),
+                head_file: None,
             }),
         }
+    }
+
+    /// Append the signed head to `path` after every committed batch.
+    #[must_use]
+    pub fn with_head_file(self, path: std::path::PathBuf) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.head_file = Some(path);
+                Self {
+                    inner: Arc::new(inner),
+                }
+            }
+            // Not shared yet when built; keep it unchanged otherwise.
+            Err(inner) => Self { inner },
+        }
+    }
+
+    /// [`verify_with_head`] with this writer's key and head file.
+    pub async fn verify(&self, db: &DatabaseConnection) -> Result<VerifyReport, AuditError> {
+        verify_with_head(db, &self.inner.key, self.inner.head_file.as_deref()).await
     }
 
     /// Append `ev`; returns its `seq` once the row is committed. The
@@ -388,8 +456,8 @@ impl Inner {
             .lock()
             .ok()
             .and_then(|mut h| h.take())
-            .filter(|(p, _, _, _)| *p == pool)
-            .map(|(_, _, seq, hash)| (seq, hash));
+            .filter(|(p, _, _)| *p == pool)
+            .map(|(_, _, head)| head);
         let result = if db.get_database_backend() == DbBackend::Postgres {
             let txn = db.begin().await?;
             txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PG_LOCK_KEY})"))
@@ -413,20 +481,39 @@ impl Inner {
             };
             self.append_on(db, head, events).await?
         };
-        let (first, (seq, hash)) = result;
+        let (first, head) = result;
         if let Ok(mut h) = self.head.lock() {
-            *h = Some((pool, db.clone(), seq, hash));
+            *h = Some((pool, db.clone(), head.clone()));
         }
+        // Committed: anchor it outside the database before anyone is
+        // answered (an error here fails the batch's requests, not retried).
+        self.write_head(&head).await?;
         Ok(first)
+    }
+
+    /// Append the signed `head` to the head file (if configured), fsynced.
+    async fn write_head(&self, head: &Head) -> Result<(), AuditError> {
+        let Some(path) = self.head_file.clone() else {
+            return Ok(());
+        };
+        let line = head_line(&self.key, head);
+        tokio::task::spawn_blocking(move || append_line(&path, &line))
+            .await
+            .map_err(|e| AuditError::Head(e.to_string()))?
+            .map_err(|e| AuditError::Head(e.to_string()))
     }
 
     async fn append_on<C: ConnectionTrait>(
         &self,
         c: &C,
-        head: (i64, String),
+        head: Head,
         events: &[&Event],
-    ) -> Result<(i64, (i64, String)), AuditError> {
-        let (last_seq, mut prev_hash) = head;
+    ) -> Result<(i64, Head), AuditError> {
+        let Head {
+            seq: last_seq,
+            hash: mut prev_hash,
+            checkpoint_seq: mut last_checkpoint,
+        } = head;
         let first = last_seq + 1;
         let mut rows = Vec::with_capacity(events.len());
         let mut checkpoints = Vec::new();
@@ -448,7 +535,7 @@ impl Inner {
                 prev_hash: std::mem::take(&mut prev_hash),
                 hash: String::new(),
             };
-            row.hash = row_hash(&row);
+            row.hash = row_hash(&self.key, &row);
             prev_hash.clone_from(&row.hash);
             if seq % self.checkpoint_every == 0 {
                 checkpoints.push((seq, row.hash.clone()));
@@ -460,8 +547,16 @@ impl Inner {
             .await?;
         for (seq, hash) in checkpoints {
             self.checkpoint_in(c, seq, &hash).await?;
+            last_checkpoint = seq;
         }
-        Ok((first, (last_seq + events.len() as i64, prev_hash)))
+        Ok((
+            first,
+            Head {
+                seq: last_seq + events.len() as i64,
+                hash: prev_hash,
+                checkpoint_seq: last_checkpoint,
+            },
+        ))
     }
 
     async fn checkpoint_in<C: ConnectionTrait>(
@@ -498,17 +593,119 @@ fn pool_identity(db: &DatabaseConnection) -> usize {
     }
 }
 
-/// `(seq, hash)` of the last row, `(0, GENESIS)` for an empty trail.
-async fn head<C: ConnectionTrait>(c: &C) -> Result<(i64, String), AuditError> {
+/// The last row and checkpoint; `(0, GENESIS, 0)` for an empty trail.
+async fn head<C: ConnectionTrait>(c: &C) -> Result<Head, AuditError> {
     let last = audit_events::Entity::find()
         .order_by_desc(audit_events::Column::Seq)
         .limit(1)
         .one(c)
         .await?;
+    let checkpoint_seq = audit_checkpoints::Entity::find()
+        .order_by_desc(audit_checkpoints::Column::Seq)
+        .limit(1)
+        .one(c)
+        .await?
+        .map_or(0, |cp| cp.seq);
     Ok(match last {
-        Some(l) => (l.seq, l.hash),
-        None => (0, GENESIS.to_owned()),
+        Some(l) => Head {
+            seq: l.seq,
+            hash: l.hash,
+            checkpoint_seq,
+        },
+        None => Head {
+            seq: 0,
+            hash: GENESIS.to_owned(),
+            checkpoint_seq,
+        },
     })
+}
+
+/// One line of the head file: `seq hash checkpoint_seq mac\n`.
+pub fn head_line(key: &[u8], head: &Head) -> String {
+    let body = format!("{} {} {}", head.seq, head.hash, head.checkpoint_seq);
+    format!("{body} {}\n", head_mac(key, &body))
+}
+
+fn head_mac(key: &[u8], body: &str) -> String {
+    match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(b"mado-audit-head-v1|");
+            mac.update(body.as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// Append `line` to `path` (created with its directory), then fdatasync.
+fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    // One write: concurrent appenders (server, CLI) never interleave a line.
+    f.write_all(line.as_bytes())?;
+    f.sync_data()
+}
+
+/// Largest tail of the head file read by [`read_head`].
+const HEAD_TAIL_BYTES: u64 = 64 * 1024;
+
+/// The newest signed head in the file at `path` (the highest `seq` among
+/// the lines of its tail). `Ok(None)` when the file does not exist; an
+/// error naming the problem when a line's signature is wrong. A last line
+/// without its newline (a write cut short) is ignored.
+pub fn read_head(key: &[u8], path: &std::path::Path) -> Result<Option<Head>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let len = f
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .len();
+    let start = len.saturating_sub(HEAD_TAIL_BYTES);
+    let mut buf = Vec::new();
+    f.seek(SeekFrom::Start(start))
+        .and_then(|_| f.take(HEAD_TAIL_BYTES).read_to_end(&mut buf))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    // The piece after the last newline is incomplete (or empty).
+    lines.pop();
+    if start > 0 && !lines.is_empty() {
+        // The first piece may be cut in the middle.
+        lines.remove(0);
+    }
+    let mut best: Option<Head> = None;
+    for line in lines.into_iter().filter(|l| !l.trim().is_empty()) {
+        let bad = || format!("head file {}: a line has a bad signature", path.display());
+        let (body, mac) = line.rsplit_once(' ').ok_or_else(bad)?;
+        if !crate::services::auth::ct_eq(&head_mac(key, body), mac) {
+            return Err(bad());
+        }
+        let mut parts = body.split(' ');
+        let (Some(seq), Some(hash), Some(cp), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let head = Head {
+            seq: seq.parse().map_err(|_| bad())?,
+            hash: hash.to_owned(),
+            checkpoint_seq: cp.parse().map_err(|_| bad())?,
+        };
+        if best.as_ref().is_none_or(|b| head.seq >= b.seq) {
+            best = Some(head);
+        }
+    }
+    Ok(best)
 }
 
 impl AuditLog {
@@ -524,6 +721,13 @@ impl AuditLog {
             return Ok(None);
         };
         self.inner.checkpoint_in(db, last.seq, &last.hash).await?;
+        self.inner
+            .write_head(&Head {
+                seq: last.seq,
+                hash: last.hash,
+                checkpoint_seq: last.seq,
+            })
+            .await?;
         Ok(Some(last.seq))
     }
 
@@ -541,11 +745,83 @@ pub struct VerifyReport {
     pub problem: Option<String>,
 }
 
-/// Walk the whole chain and the checkpoints.
+/// Checks rows one at a time, in `seq` order: consecutive `seq` from 1,
+/// each linked to the previous one, each hash the keyed hash of its row
+/// (legacy unkeyed hashes only before the first keyed row).
+#[derive(Debug, Clone)]
+pub struct ChainChecker<'k> {
+    key: &'k [u8],
+    expected_seq: i64,
+    prev: String,
+    keyed_seen: bool,
+}
+
+impl<'k> ChainChecker<'k> {
+    pub fn new(key: &'k [u8]) -> Self {
+        Self {
+            key,
+            expected_seq: 1,
+            prev: GENESIS.to_owned(),
+            keyed_seen: false,
+        }
+    }
+
+    /// `seq` of the last row accepted (0 before any).
+    pub fn head_seq(&self) -> i64 {
+        self.expected_seq - 1
+    }
+
+    /// Check the next row; the problem, naming the row, if it is wrong.
+    pub fn push(&mut self, r: &audit_events::Model) -> Result<(), String> {
+        let expected_seq = self.expected_seq;
+        if r.seq != expected_seq {
+            return Err(if r.seq > expected_seq {
+                format!(
+                    "row seq={expected_seq} is missing (deleted); next row is seq={}",
+                    r.seq
+                )
+            } else {
+                format!(
+                    "row seq={} is out of order (expected seq={expected_seq})",
+                    r.seq
+                )
+            });
+        }
+        if r.prev_hash != self.prev {
+            return Err(format!(
+                "row seq={} does not link to the previous row (deleted, inserted or reordered)",
+                r.seq
+            ));
+        }
+        let keyed = crate::services::auth::ct_eq(&row_hash(self.key, r), &r.hash);
+        let legacy = !keyed && !self.keyed_seen && legacy_row_hash(r) == r.hash;
+        if !keyed && !legacy {
+            return Err(format!("row seq={} was edited (hash mismatch)", r.seq));
+        }
+        self.keyed_seen |= keyed;
+        self.prev.clone_from(&r.hash);
+        self.expected_seq += 1;
+        Ok(())
+    }
+}
+
+/// Walk the whole chain and the checkpoints (no head file: a deleted tail
+/// or deleted checkpoints go unnoticed; see [`verify_with_head`]).
 pub async fn verify(db: &DatabaseConnection, key: &[u8]) -> Result<VerifyReport, AuditError> {
+    verify_with_head(db, key, None).await
+}
+
+/// Walk the whole chain and the checkpoints, and compare the database with
+/// the signed head file `head_file`: the row it names must exist with the
+/// same hash, and so must the checkpoint it names. A missing head file is a
+/// problem once the trail has rows.
+pub async fn verify_with_head(
+    db: &DatabaseConnection,
+    key: &[u8],
+    head_file: Option<&std::path::Path>,
+) -> Result<VerifyReport, AuditError> {
     const PAGE: u64 = 1000;
-    let mut expected_seq = 1i64;
-    let mut prev = GENESIS.to_owned();
+    let mut checker = ChainChecker::new(key);
     let mut rows = 0u64;
     let mut problem = None;
     let mut pages = audit_events::Entity::find()
@@ -554,36 +830,13 @@ pub async fn verify(db: &DatabaseConnection, key: &[u8]) -> Result<VerifyReport,
     'outer: while let Some(batch) = pages.fetch_and_next().await? {
         for r in batch {
             rows += 1;
-            if r.seq != expected_seq {
-                problem = Some(if r.seq > expected_seq {
-                    format!(
-                        "row seq={expected_seq} is missing (deleted); next row is seq={}",
-                        r.seq
-                    )
-                } else {
-                    format!(
-                        "row seq={} is out of order (expected seq={expected_seq})",
-                        r.seq
-                    )
-                });
+            if let Err(p) = checker.push(&r) {
+                problem = Some(p);
                 break 'outer;
             }
-            if r.prev_hash != prev {
-                problem = Some(format!(
-                    "row seq={} does not link to the previous row (deleted, inserted or reordered)",
-                    r.seq
-                ));
-                break 'outer;
-            }
-            if row_hash(&r) != r.hash {
-                problem = Some(format!("row seq={} was edited (hash mismatch)", r.seq));
-                break 'outer;
-            }
-            prev = r.hash;
-            expected_seq += 1;
         }
     }
-    let head = expected_seq - 1;
+    let head = checker.head_seq();
     let cps = audit_checkpoints::Entity::find()
         .order_by_asc(audit_checkpoints::Column::Id)
         .all(db)
@@ -591,7 +844,7 @@ pub async fn verify(db: &DatabaseConnection, key: &[u8]) -> Result<VerifyReport,
     let checkpoints = cps.len() as u64;
     if problem.is_none() {
         for cp in &cps {
-            if sign(key, cp.seq, &cp.hash, &cp.at) != cp.signature {
+            if !crate::services::auth::ct_eq(&sign(key, cp.seq, &cp.hash, &cp.at), &cp.signature) {
                 problem = Some(format!(
                     "checkpoint {} (seq={}) has a bad signature",
                     cp.id, cp.seq
@@ -618,11 +871,57 @@ pub async fn verify(db: &DatabaseConnection, key: &[u8]) -> Result<VerifyReport,
             }
         }
     }
+    if let (None, Some(path)) = (&problem, head_file) {
+        problem = match read_head(key, path) {
+            Err(p) => Some(p),
+            Ok(None) if rows > 0 => Some(format!(
+                "head file {} is missing (the trail has {rows} rows)",
+                path.display()
+            )),
+            Ok(None) => None,
+            Ok(Some(signed)) => check_head(db, &signed, head, &cps).await?,
+        };
+    }
     Ok(VerifyReport {
         rows,
         checkpoints,
         problem,
     })
+}
+
+/// Compare the signed head with the database (whose verified chain ends
+/// at `db_head`; other processes may have appended after it).
+async fn check_head(
+    db: &DatabaseConnection,
+    signed: &Head,
+    db_head: i64,
+    cps: &[audit_checkpoints::Model],
+) -> Result<Option<String>, AuditError> {
+    if signed.seq > db_head {
+        return Ok(Some(format!(
+            "rows after seq={db_head} were deleted (the signed head file names seq={})",
+            signed.seq
+        )));
+    }
+    if signed.seq > 0 {
+        let row = audit_events::Entity::find()
+            .filter(audit_events::Column::Seq.eq(signed.seq))
+            .one(db)
+            .await?;
+        if row.map(|r| r.hash) != Some(signed.hash.clone()) {
+            return Ok(Some(format!(
+                "row seq={} does not match the signed head file (chain rewritten)",
+                signed.seq
+            )));
+        }
+    }
+    if signed.checkpoint_seq > 0 && !cps.iter().any(|c| c.seq == signed.checkpoint_seq) {
+        return Ok(Some(format!(
+            "the signed checkpoint at seq={} was deleted (named by the signed head file)",
+            signed.checkpoint_seq
+        )));
+    }
+    Ok(None)
 }
 
 /// Filters of [`query`].
@@ -687,11 +986,161 @@ mod tests {
             prev_hash: GENESIS.into(),
             hash: String::new(),
         };
-        let h = row_hash(&r);
+        let h = row_hash(b"k", &r);
+        assert_ne!(h, row_hash(b"k2", &r), "keyed");
+        assert_ne!(h, legacy_row_hash(&r));
         r.detail = "changed".into();
-        assert_ne!(h, row_hash(&r));
+        assert_ne!(h, row_hash(b"k", &r));
         assert_eq!(h.len(), 64);
         assert_ne!(sign(b"k", 1, &h, "t"), sign(b"k2", 1, &h, "t"));
+    }
+
+    const KEY: &[u8] = b"property-test-audit-key";
+
+    /// A chain of rows for `events` (actor, outcome index, detail) as the
+    /// writer builds it.
+    fn chain(events: &[(String, u8, String)]) -> Vec<audit_events::Model> {
+        let mut prev = GENESIS.to_owned();
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, (actor, outcome, detail))| {
+                let mut r = audit_events::Model {
+                    seq: i as i64 + 1,
+                    at: format!("2026-01-01T00:00:{:02}.000000Z", i % 60),
+                    actor_kind: "user".into(),
+                    actor: actor.clone(),
+                    org_id: Some(i64::from(*outcome)),
+                    study_uid: (outcome % 2 == 0).then(|| format!("2.25.{i}")),
+                    action: "study.view".into(),
+                    outcome: ["success", "denied", "failure"][usize::from(outcome % 3)].into(),
+                    client_addr: "127.0.0.1".into(),
+                    user_agent: "ua".into(),
+                    request_id: format!("r{i}"),
+                    detail: detail.clone(),
+                    prev_hash: std::mem::take(&mut prev),
+                    hash: String::new(),
+                };
+                r.hash = row_hash(KEY, &r);
+                prev.clone_from(&r.hash);
+                r
+            })
+            .collect()
+    }
+
+    /// The first problem of `rows` against the signed head `head` (what
+    /// `verify_with_head` checks, without a database).
+    fn check(rows: &[audit_events::Model], head: Option<&Head>) -> Option<String> {
+        let mut c = ChainChecker::new(KEY);
+        for r in rows {
+            if let Err(p) = c.push(r) {
+                return Some(p);
+            }
+        }
+        let h = head?;
+        if h.seq > c.head_seq() {
+            return Some("tail deleted".into());
+        }
+        let row = rows.iter().find(|r| r.seq == h.seq)?;
+        (row.hash != h.hash).then(|| "head mismatch".into())
+    }
+
+    fn signed_head(rows: &[audit_events::Model]) -> Option<Head> {
+        rows.last().map(|r| Head {
+            seq: r.seq,
+            hash: r.hash.clone(),
+            checkpoint_seq: 0,
+        })
+    }
+
+    fn events() -> impl proptest::strategy::Strategy<Value = Vec<(String, u8, String)>> {
+        proptest::collection::vec(("[a-z0-9:]{0,12}", 0u8..6, "[ -~]{0,20}"), 1..40)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+
+        #[test]
+        fn any_appends_verify(ev in events()) {
+            let rows = chain(&ev);
+            let head = signed_head(&rows);
+            proptest::prop_assert_eq!(check(&rows, head.as_ref()), None);
+            // The head line round-trips through its signature.
+            if let Some(h) = &head {
+                let line = head_line(KEY, h);
+                let dir = tempfile::tempdir().unwrap();
+                let f = dir.path().join("head");
+                append_line(&f, &line).unwrap();
+                let read = read_head(KEY, &f).unwrap();
+                proptest::prop_assert_eq!(read.as_ref(), Some(h));
+                proptest::prop_assert!(read_head(b"another key", &f).is_err());
+            }
+        }
+
+        #[test]
+        fn any_mutation_is_detected(ev in events(), pick in 0usize..1000, field in 0usize..8, salt in "[a-z]{1,8}") {
+            let rows = chain(&ev);
+            let head = signed_head(&rows);
+            let mut bad = rows.clone();
+            let i = pick % bad.len();
+            let r = &mut bad[i];
+            match field {
+                0 => r.actor.push_str(&salt),
+                1 => r.detail.push_str(&salt),
+                2 => r.outcome = if r.outcome == "success" { "denied".into() } else { "success".into() },
+                3 => r.org_id = Some(r.org_id.unwrap_or(0) + 1),
+                4 => r.study_uid = match &r.study_uid { Some(_) => None, None => Some("2.25.9".into()) },
+                5 => r.at.push_str(&salt),
+                6 => r.client_addr.push_str(&salt),
+                _ => r.request_id.push_str(&salt),
+            }
+            // Even with the whole chain recomputed (unkeyed or under
+            // another key) after the edit.
+            proptest::prop_assert!(check(&bad, head.as_ref()).is_some());
+            let mut prev = if i == 0 { GENESIS.to_owned() } else { bad[i - 1].hash.clone() };
+            for r in bad.iter_mut().skip(i) {
+                r.prev_hash = prev.clone();
+                r.hash = legacy_row_hash(r);
+                prev.clone_from(&r.hash);
+            }
+            proptest::prop_assert!(check(&bad, head.as_ref()).is_some());
+            let mut prev = if i == 0 { GENESIS.to_owned() } else { bad[i - 1].hash.clone() };
+            for r in bad.iter_mut().skip(i) {
+                r.prev_hash = prev.clone();
+                r.hash = row_hash(b"a guessed key", r);
+                prev.clone_from(&r.hash);
+            }
+            proptest::prop_assert!(check(&bad, head.as_ref()).is_some());
+        }
+
+        #[test]
+        fn any_deletion_is_detected(ev in events(), pick in 0usize..1000) {
+            let rows = chain(&ev);
+            let head = signed_head(&rows);
+            let mut bad = rows.clone();
+            bad.remove(pick % rows.len());
+            proptest::prop_assert!(check(&bad, head.as_ref()).is_some());
+        }
+
+        #[test]
+        fn any_reorder_is_detected(ev in events(), a in 0usize..1000, b in 0usize..1000) {
+            let rows = chain(&ev);
+            proptest::prop_assume!(rows.len() >= 2);
+            let (a, b) = (a % rows.len(), b % rows.len());
+            proptest::prop_assume!(a != b);
+            let head = signed_head(&rows);
+            // Swap the rows' contents, keeping the seq positions.
+            let mut bad = rows.clone();
+            bad.swap(a, b);
+            let (sa, sb) = (bad[a].seq, bad[b].seq);
+            bad[a].seq = sb;
+            bad[b].seq = sa;
+            proptest::prop_assert!(check(&bad, head.as_ref()).is_some());
+            // Or the rows reordered as they are.
+            let mut bad = rows.clone();
+            bad.swap(a, b);
+            proptest::prop_assert!(check(&bad, head.as_ref()).is_some());
+        }
     }
 }
 

@@ -249,7 +249,7 @@ pub async fn login<C: ConnectionTrait>(
 /// the threshold, then `base` doubling with each further failure (capped
 /// at one day).
 pub fn lockout_for(security: &SecuritySettings, failures: i32) -> Option<Duration> {
-    let threshold = i32::try_from(security.lockout_threshold.max(1)).unwrap_or(i32::MAX);
+    let threshold = i32::try_from(Ord::max(security.lockout_threshold, 1)).unwrap_or(i32::MAX);
     if failures < threshold {
         return None;
     }
@@ -261,6 +261,11 @@ pub fn lockout_for(security: &SecuritySettings, failures: i32) -> Option<Duratio
 /// [`login`] with lockout: after `lockout_threshold` consecutive failures
 /// the account is locked with exponential backoff; while locked even the
 /// right password fails.
+///
+/// Every attempt on an existing account is counted before the password is
+/// checked, in the statement that decides whether the account is locked
+/// ([`claim_attempt`]), so concurrent guesses cannot outrun the lock: at
+/// most `lockout_threshold` of them are ever checked per lock period.
 pub async fn login_with<C: ConnectionTrait>(
     db: &C,
     settings: &SessionSettings,
@@ -268,18 +273,15 @@ pub async fn login_with<C: ConnectionTrait>(
     username: &str,
     password: &str,
 ) -> Result<LoginResult, AuthError> {
-    let now = Utc::now();
     let user = users::Entity::find()
         .filter(users::Column::Username.eq(username))
         .one(db)
         .await?;
-    let hash = match &user {
-        Some(u) if !u.disabled => u.password_hash.clone(),
-        _ => dummy_hash().to_owned(),
-    };
     let password = password.to_owned();
-    let ok = cpu::run(move || verify_password(&hash, &password)).await?;
     let Some(user) = user else {
+        // Same work as for an existing account.
+        let hash = dummy_hash().to_owned();
+        let _ = cpu::run(move || verify_password(&hash, &password)).await?;
         return Ok(LoginResult::default());
     };
     let mut result = LoginResult {
@@ -289,51 +291,130 @@ pub async fn login_with<C: ConnectionTrait>(
         has_totp: crate::services::totp::enrolled_secret(&user).is_some(),
         ..Default::default()
     };
-    if user.locked_until.is_some_and(|t| now < t) {
+    let Some(failures) = claim_attempt(db, security, user.id).await? else {
         result.locked = true;
         return Ok(result);
-    }
-    if !ok || user.disabled {
-        result.locked = record_failure(db, security, &user).await?;
+    };
+    let hash = if user.disabled {
+        dummy_hash().to_owned()
+    } else {
+        user.password_hash.clone()
+    };
+    let ok = cpu::run(move || verify_password(&hash, &password)).await? && !user.disabled;
+    if !ok {
+        // Already counted by the claim.
+        result.locked = lockout_for(security, failures).is_some();
         return Ok(result);
     }
     if result.has_totp {
+        // The password was right: it does not count; the second factor
+        // claims its own attempt.
+        release_attempt(db, security, user.id).await?;
         result.mfa_pending = true;
         return Ok(result);
     }
     if security.mfa_roles.contains(&user.role) {
+        release_attempt(db, security, user.id).await?;
         result.enrolment_due = true;
         return Ok(result);
     }
-    if user.failed_logins != 0 || user.locked_until.is_some() {
-        reset_failures(db, user.id).await?;
-    }
+    reset_failures(db, user.id).await?;
     result.token = Some(create_session(db, settings, user.id).await?);
     Ok(result)
 }
 
-/// Count a failed sign-in (wrong password or second factor); returns
-/// whether the account is now locked.
+/// Claim one sign-in attempt (password or second factor) on `user_id`,
+/// in one statement on SQLite and PostgreSQL:
+///
+/// ```sql
+/// UPDATE users SET failed_logins = failed_logins + 1,
+///   locked_until = CASE WHEN failed_logins + 1 >= threshold + k THEN now + lock(k) …
+///                  ELSE locked_until END
+/// WHERE id = ? AND (locked_until IS NULL OR locked_until <= now)
+/// RETURNING failed_logins
+/// ```
+///
+/// The count, the lock decision and the lock itself are atomic: of any
+/// number of concurrent attempts at most the ones up to the threshold are
+/// claimed, the one reaching it locks the account, the others find it
+/// locked. `None` when the account is locked (nothing counted: the secret
+/// must not be checked). The attempt stays counted as a failure until
+/// [`reset_failures`] (success) or [`release_attempt`].
+pub async fn claim_attempt<C: ConnectionTrait>(
+    db: &C,
+    security: &SecuritySettings,
+    user_id: i64,
+) -> Result<Option<i32>, AuthError> {
+    use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, Query};
+    let now = Utc::now();
+    let threshold = i32::try_from(Ord::max(security.lockout_threshold, 1)).unwrap_or(i32::MAX);
+    let next = || Expr::col(users::Column::FailedLogins).add(1);
+    // lockout_for doubles up to 16 times past the threshold: one branch
+    // per step, longest first.
+    let mut lock = CaseStatement::new();
+    for k in (0..=16).rev() {
+        let at = threshold.saturating_add(k);
+        if let Some(d) = lockout_for(security, at) {
+            lock = lock.case(next().gte(at), Expr::value(Some(now + d)));
+        }
+    }
+    let lock = lock.finally(Expr::col(users::Column::LockedUntil));
+    let stmt = Query::update()
+        .table(users::Entity)
+        .value(users::Column::FailedLogins, next())
+        .value(users::Column::LockedUntil, lock)
+        .and_where(Expr::col(users::Column::Id).eq(user_id))
+        .and_where(
+            Expr::col(users::Column::LockedUntil)
+                .is_null()
+                .or(Expr::col(users::Column::LockedUntil).lte(now)),
+        )
+        .returning_col(users::Column::FailedLogins)
+        .to_owned();
+    let Some(row) = db.query_one(&stmt).await? else {
+        return Ok(None);
+    };
+    Ok(Some(row.try_get("", "failed_logins")?))
+}
+
+/// Undo a claimed attempt whose secret was right but which did not finish
+/// the sign-in (a second factor is due): the count goes back to what it
+/// was, and the lock goes when the count is below the threshold again (one
+/// statement).
+pub async fn release_attempt<C: ConnectionTrait>(
+    db: &C,
+    security: &SecuritySettings,
+    user_id: i64,
+) -> Result<(), AuthError> {
+    use sea_orm::sea_query::{Expr, ExprTrait, Query};
+    let threshold = i32::try_from(Ord::max(security.lockout_threshold, 1)).unwrap_or(i32::MAX);
+    let prev = || Expr::col(users::Column::FailedLogins).sub(1);
+    let stmt = Query::update()
+        .table(users::Entity)
+        .value(users::Column::FailedLogins, prev())
+        .value(
+            users::Column::LockedUntil,
+            Expr::case(prev().gte(threshold), Expr::col(users::Column::LockedUntil))
+                .finally(Expr::value(Option::<DateTime<Utc>>::None)),
+        )
+        .and_where(Expr::col(users::Column::Id).eq(user_id))
+        .and_where(Expr::col(users::Column::FailedLogins).gt(0))
+        .to_owned();
+    db.execute(&stmt).await?;
+    Ok(())
+}
+
+/// Count a failed sign-in that was not claimed with [`claim_attempt`]
+/// (atomic increment); returns whether the account is now locked.
 pub async fn record_failure<C: ConnectionTrait>(
     db: &C,
     security: &SecuritySettings,
     user: &users::Model,
 ) -> Result<bool, AuthError> {
-    let failures = user.failed_logins.saturating_add(1);
-    let locked_until = lockout_for(security, failures).map(|d| Utc::now() + d);
-    users::Entity::update_many()
-        .col_expr(
-            users::Column::FailedLogins,
-            sea_orm::sea_query::Expr::value(failures),
-        )
-        .col_expr(
-            users::Column::LockedUntil,
-            sea_orm::sea_query::Expr::value(locked_until),
-        )
-        .filter(users::Column::Id.eq(user.id))
-        .exec(db)
-        .await?;
-    Ok(locked_until.is_some())
+    Ok(match claim_attempt(db, security, user.id).await? {
+        Some(failures) => lockout_for(security, failures).is_some(),
+        None => true,
+    })
 }
 
 /// Clear the failure counter and lock after a successful sign-in.
@@ -351,6 +432,20 @@ pub async fn reset_failures<C: ConnectionTrait>(db: &C, user_id: i64) -> Result<
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Label of the MFA sign-in cookie key ([`derive_key`]).
+pub const KEY_MFA_COOKIE: &str = "mfa-cookie-v1";
+
+/// The signing key of one `purpose`, derived from the server secret
+/// (`[security] secret`) with HKDF-SHA256: one secret, an independent key
+/// per purpose, and the audit key never among them.
+pub fn derive_key(server_secret: &[u8], purpose: &str) -> [u8; 32] {
+    let hk = hkdf::Hkdf::<Sha256>::new(Some(b"mado-server-keys-v1"), server_secret);
+    let mut out = [0u8; 32];
+    // 32 bytes is far below HKDF-SHA256's limit (255 * 32): cannot fail.
+    let _ = hk.expand(purpose.as_bytes(), &mut out);
+    out
 }
 
 /// Start a session for `user_id`; returns the cookie token.
@@ -633,5 +728,9 @@ mod tests {
         assert!(ct_eq("abc", "abc"));
         assert!(!ct_eq("abc", "abd"));
         assert!(!ct_eq("abc", "ab"));
+        let k = derive_key(b"server secret", KEY_MFA_COOKIE);
+        assert_eq!(k, derive_key(b"server secret", KEY_MFA_COOKIE));
+        assert_ne!(k, derive_key(b"server secret", "another purpose"));
+        assert_ne!(k, derive_key(b"other secret", KEY_MFA_COOKIE));
     }
 }

@@ -9,6 +9,7 @@ pub mod grants;
 pub mod ingest;
 pub mod oidc;
 pub mod orgs;
+pub mod public_url;
 pub mod ratelimit;
 pub mod render;
 pub mod shares;

@@ -2,7 +2,10 @@
 //! opening one study, with an expiry, an optional passcode (argon2id), an
 //! optional use limit and an optional pixels-only restriction.
 //!
-//! Opening a link (`GET /s/{token}`, then the passcode form if needed)
+//! A passcode attempt is counted before the passcode is checked, in the
+//! statement that decides whether the link is locked
+//! ([`claim_passcode_attempt`]), so concurrent guesses cannot outrun the
+//! lock. Opening a link (`GET /s/{token}`, then the passcode form if needed)
 //! counts one use atomically (`UPDATE … SET uses = uses + 1 WHERE … AND
 //! uses < max_uses`), so concurrent openings never exceed the limit, and
 //! starts a share session (its own cookie) whose principal is
@@ -194,40 +197,28 @@ pub async fn open<C: ConnectionTrait>(
         let Some(passcode) = passcode.filter(|p| !p.is_empty() && p.len() <= 256) else {
             return Ok(Opened::NeedPasscode { share_id });
         };
+        // Counted before the passcode is checked, atomically with the
+        // lock decision: concurrent guesses cannot outrun the lock.
+        let Some(locks) = claim_passcode_attempt(db, security, share_id, now).await? else {
+            return Ok(Opened::Locked { share_id });
+        };
         let passcode = passcode.to_owned();
         let ok = cpu::run(move || verify_password(&hash, &passcode)).await?;
         if !ok {
-            // Counted atomically; the lock follows from the new count.
-            share_links::Entity::update_many()
-                .col_expr(
-                    share_links::Column::FailedAttempts,
-                    Expr::col(share_links::Column::FailedAttempts).add(1),
-                )
-                .filter(share_links::Column::Id.eq(share_id))
-                .exec(db)
-                .await?;
-            let attempts = i64::from(link.failed_attempts) + 1;
-            let locked = attempts >= i64::from(Ord::max(security.share_passcode_attempts, 1));
-            if locked {
-                share_links::Entity::update_many()
-                    .col_expr(
-                        share_links::Column::LockedUntil,
-                        Expr::value(Some(now + Duration::minutes(LOCK_MINUTES))),
-                    )
-                    .col_expr(share_links::Column::FailedAttempts, Expr::value(0))
-                    .filter(share_links::Column::Id.eq(share_id))
-                    .exec(db)
-                    .await?;
-            }
-            return Ok(Opened::WrongPasscode { share_id, locked });
+            return Ok(Opened::WrongPasscode {
+                share_id,
+                locked: locks,
+            });
         }
-        if link.failed_attempts != 0 {
-            share_links::Entity::update_many()
-                .col_expr(share_links::Column::FailedAttempts, Expr::value(0))
-                .filter(share_links::Column::Id.eq(share_id))
-                .exec(db)
-                .await?;
-        }
+        share_links::Entity::update_many()
+            .col_expr(share_links::Column::FailedAttempts, Expr::value(0))
+            .col_expr(
+                share_links::Column::LockedUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(share_links::Column::Id.eq(share_id))
+            .exec(db)
+            .await?;
     }
     // Count the use atomically.
     let counted = share_links::Entity::update_many()
@@ -269,6 +260,63 @@ pub async fn open<C: ConnectionTrait>(
         study_uid: study.study_uid,
         expires_at,
     })
+}
+
+/// Claim one passcode attempt on link `share_id` in one statement:
+///
+/// ```sql
+/// UPDATE share_links SET
+///   failed_attempts = CASE WHEN failed_attempts + 1 >= max THEN 0 ELSE failed_attempts + 1 END,
+///   locked_until = CASE WHEN failed_attempts + 1 >= max THEN now + 15 min ELSE locked_until END
+/// WHERE id = ? AND (locked_until IS NULL OR locked_until <= now)
+/// RETURNING failed_attempts
+/// ```
+///
+/// `None` when the link is locked (the passcode must not be checked);
+/// `Some(true)` when this attempt used up the last one and locked it. Of
+/// any number of concurrent attempts, at most `share_passcode_attempts`
+/// are claimed per lock period.
+async fn claim_passcode_attempt<C: ConnectionTrait>(
+    db: &C,
+    security: &SecuritySettings,
+    share_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<bool>, ShareError> {
+    use sea_orm::sea_query::Query;
+    let max = i32::try_from(Ord::max(security.share_passcode_attempts, 1)).unwrap_or(i32::MAX);
+    let reaches = || {
+        Expr::col(share_links::Column::FailedAttempts)
+            .add(1)
+            .gte(max)
+    };
+    let stmt = Query::update()
+        .table(share_links::Entity)
+        .value(
+            share_links::Column::FailedAttempts,
+            Expr::case(reaches(), 0).finally(Expr::col(share_links::Column::FailedAttempts).add(1)),
+        )
+        .value(
+            share_links::Column::LockedUntil,
+            Expr::case(
+                reaches(),
+                Expr::value(Some(now + Duration::minutes(LOCK_MINUTES))),
+            )
+            .finally(Expr::col(share_links::Column::LockedUntil)),
+        )
+        .and_where(Expr::col(share_links::Column::Id).eq(share_id))
+        .and_where(
+            Expr::col(share_links::Column::LockedUntil)
+                .is_null()
+                .or(Expr::col(share_links::Column::LockedUntil).lte(now)),
+        )
+        .returning_col(share_links::Column::FailedAttempts)
+        .to_owned();
+    let Some(row) = db.query_one(&stmt).await? else {
+        return Ok(None);
+    };
+    let attempts: i32 = row.try_get("", "failed_attempts")?;
+    // The locking attempt reset the count to 0.
+    Ok(Some(attempts == 0))
 }
 
 /// The principal of a share session cookie, if the session and its link

@@ -4,7 +4,13 @@
 //! Enrolment stores the new secret as `pending:<base32>` until the user
 //! proves possession with a valid code; only then it becomes the secret
 //! checked at sign-in. Between password and code, the browser holds a
-//! short-lived HMAC-signed cookie naming the user (no session exists yet).
+//! short-lived HMAC-signed cookie naming the user (no session exists yet):
+//! signed with its own key (derived from `[security] secret`, never the
+//! audit key), valid [`MFA_WINDOW_SECS`] after it was issued, and bound to
+//! a random nonce held by the same browser in a second HttpOnly cookie
+//! ([`MFA_NONCE_COOKIE`]): a copied signed cookie alone is worthless. It is
+//! spent by its purpose: an enrolment cookie cannot enrol again once a
+//! secret is enrolled, a code step cannot reuse a consumed time step.
 //!
 //! Replay: the time step of the last code accepted at sign-in is stored
 //! (`users.totp_last_step`) and only a later step is accepted, with a
@@ -21,6 +27,8 @@ use totp_rs::{Algorithm, Secret, TOTP};
 
 /// Cookie carrying the signed "password verified" state.
 pub const MFA_COOKIE: &str = "mado_mfa";
+/// HttpOnly companion cookie: the nonce the signed cookie is bound to.
+pub const MFA_NONCE_COOKIE: &str = "mado_mfa_nonce";
 /// Seconds the second step may take.
 pub const MFA_WINDOW_SECS: i64 = 300;
 const PENDING: &str = "pending:";
@@ -288,7 +296,7 @@ pub async fn verify_second_factor<C: ConnectionTrait>(
 fn mac(key: &[u8], payload: &str) -> String {
     match Hmac::<Sha256>::new_from_slice(key) {
         Ok(mut m) => {
-            m.update(b"mado-mfa-v1|");
+            m.update(b"mado-mfa-v2|");
             m.update(payload.as_bytes());
             hex::encode(m.finalize().into_bytes())
         }
@@ -296,21 +304,46 @@ fn mac(key: &[u8], payload: &str) -> String {
     }
 }
 
-/// Signed cookie value: `user_id.expiry.mac`.
-pub fn mfa_cookie_value(key: &[u8], user_id: i64) -> String {
-    let payload = format!("{user_id}.{}", Utc::now().timestamp() + MFA_WINDOW_SECS);
+/// A fresh pair for `user_id`: (signed cookie value, nonce cookie value).
+pub fn mfa_cookies(key: &[u8], user_id: i64) -> (String, String) {
+    let nonce = random_token(32);
+    (
+        mfa_cookie_value_at(key, user_id, &nonce, Utc::now().timestamp()),
+        nonce,
+    )
+}
+
+/// Signed cookie value issued at `issued_at` (Unix seconds), bound to
+/// `nonce`: `user_id.issued_at.sha256(nonce).mac`.
+pub fn mfa_cookie_value_at(key: &[u8], user_id: i64, nonce: &str, issued_at: i64) -> String {
+    let payload = format!("{user_id}.{issued_at}.{}", token_digest(nonce));
     format!("{payload}.{}", mac(key, &payload))
 }
 
-/// The user id of a valid, unexpired cookie value.
-pub fn check_mfa_cookie(key: &[u8], value: &str) -> Option<i64> {
+/// The user id of a valid cookie value: signed with `key`, issued less than
+/// [`MFA_WINDOW_SECS`] ago, and bound to `nonce` (the companion cookie of
+/// the same browser).
+pub fn check_mfa_cookie(key: &[u8], value: &str, nonce: Option<&str>) -> Option<i64> {
+    if value.len() > 256 {
+        return None;
+    }
     let (payload, sig) = value.rsplit_once('.')?;
     if !ct_eq(&mac(key, payload), sig) {
         return None;
     }
-    let (user, exp) = payload.split_once('.')?;
-    let exp: i64 = exp.parse().ok()?;
-    if Utc::now().timestamp() > exp {
+    let mut parts = payload.split('.');
+    let (Some(user), Some(issued), Some(digest), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let issued: i64 = issued.parse().ok()?;
+    let now = Utc::now().timestamp();
+    if issued > now.saturating_add(5) || now.saturating_sub(issued) > MFA_WINDOW_SECS {
+        return None;
+    }
+    let nonce = nonce.filter(|n| n.len() <= 64)?;
+    if !ct_eq(&token_digest(nonce), digest) {
         return None;
     }
     user.parse().ok()
@@ -344,9 +377,16 @@ mod tests {
             Some(step + 1)
         );
         assert_eq!(matching_step_at(&secret, &code_at(step - 2), now), None);
-        let v = mfa_cookie_value(b"k", 7);
-        assert_eq!(check_mfa_cookie(b"k", &v), Some(7));
-        assert_eq!(check_mfa_cookie(b"other", &v), None);
-        assert_eq!(check_mfa_cookie(b"k", &v.replace("7.", "8.")), None);
+        let (v, n) = mfa_cookies(b"k", 7);
+        assert_eq!(check_mfa_cookie(b"k", &v, Some(&n)), Some(7));
+        assert_eq!(check_mfa_cookie(b"other", &v, Some(&n)), None);
+        assert_eq!(check_mfa_cookie(b"k", &v, None), None);
+        assert_eq!(check_mfa_cookie(b"k", &v, Some("another nonce")), None);
+        assert_eq!(
+            check_mfa_cookie(b"k", &v.replacen('7', "8", 1), Some(&n)),
+            None
+        );
+        let old = mfa_cookie_value_at(b"k", 7, &n, Utc::now().timestamp() - MFA_WINDOW_SECS - 1);
+        assert_eq!(check_mfa_cookie(b"k", &old, Some(&n)), None);
     }
 }

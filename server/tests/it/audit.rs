@@ -1,6 +1,8 @@
 //! The audit trail: events are written for logins and study access, the
-//! hash chain verifies, and editing, deleting, reordering or truncating
-//! rows is detected (also through `mado-server audit verify`).
+//! keyed hash chain verifies, and editing, deleting, reordering or
+//! truncating rows, deleting checkpoints or recomputing the chain is
+//! detected (also through `mado-server audit verify`), on SQLite and
+//! PostgreSQL.
 
 use crate::helpers::{hidden_field, TestApp};
 use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, QueryOrder};
@@ -132,19 +134,162 @@ async fn trail(app: &TestApp) {
 
 crate::both_backends!(audit_trail, crate::audit::trail);
 
-async fn fresh_db(dir: &std::path::Path) -> (String, DatabaseConnection) {
+/// The server's writer anchors every committed batch in its head file.
+async fn head_file_follows_the_server(app: &TestApp) {
+    app.create_user("headed", "headed password").await;
+    let _ = app.signed_in_browser("headed", "headed password").await;
+    let head = audit::read_head(&app.audit_key, &app.audit_head)
+        .unwrap()
+        .expect("head file written");
+    let last = audit_events::Entity::find()
+        .order_by_desc(audit_events::Column::Seq)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((head.seq, head.hash), (last.seq, last.hash));
+    let report = audit::verify_with_head(&app.db, &app.audit_key, Some(&app.audit_head))
+        .await
+        .unwrap();
+    assert_eq!(report.problem, None);
+    // The newest row deleted: detected through the head file alone.
+    app.db
+        .execute_unprepared(&format!(
+            "DELETE FROM audit_events WHERE seq = {}",
+            last.seq
+        ))
+        .await
+        .unwrap();
+    let p = audit::verify_with_head(&app.db, &app.audit_key, Some(&app.audit_head))
+        .await
+        .unwrap()
+        .problem
+        .unwrap();
+    assert!(p.contains("deleted"), "{p}");
+}
+
+crate::both_backends!(audit_head_file, crate::audit::head_file_follows_the_server);
+
+/// Empty the trail (rows and checkpoints) of `db`.
+async fn wipe(db: &DatabaseConnection) {
+    db.execute_unprepared("DELETE FROM audit_events")
+        .await
+        .unwrap();
+    db.execute_unprepared("DELETE FROM audit_checkpoints")
+        .await
+        .unwrap();
+}
+
+/// Recompute the chain from row `from` on with the old unkeyed SHA-256 (what
+/// an attacker holding only the database can do), as SQL updates.
+async fn recompute_unkeyed(db: &DatabaseConnection, from: i64) {
+    let rows = audit_events::Entity::find()
+        .order_by_asc(audit_events::Column::Seq)
+        .all(db)
+        .await
+        .unwrap();
+    let mut prev = rows
+        .iter()
+        .find(|r| r.seq == from - 1)
+        .map_or(audit::GENESIS.to_owned(), |r| r.hash.clone());
+    for mut r in rows.into_iter().filter(|r| r.seq >= from) {
+        r.prev_hash = prev.clone();
+        r.hash = audit::legacy_row_hash(&r);
+        db.execute_unprepared(&format!(
+            "UPDATE audit_events SET prev_hash = '{}', hash = '{}' WHERE seq = {}",
+            r.prev_hash, r.hash, r.seq
+        ))
+        .await
+        .unwrap();
+        prev = r.hash;
+    }
+}
+
+/// The tamper matrix: each attack alone makes `verify` fail; the untouched
+/// trail verifies.
+async fn tamper_matrix(app: &TestApp) {
+    type Attack = (&'static str, &'static str, Option<&'static str>);
+    // (name, SQL run after 12 events with checkpoints at 5 and 10,
+    //  recompute the chain unkeyed from this seq first)
+    let attacks: [Attack; 6] = [
+        ("untouched", "", None),
+        (
+            "newest rows after the last checkpoint deleted",
+            "DELETE FROM audit_events WHERE seq > 10",
+            None,
+        ),
+        (
+            "every checkpoint deleted",
+            "DELETE FROM audit_checkpoints",
+            None,
+        ),
+        (
+            "a row rewritten, the chain recomputed (unkeyed), checkpoints deleted",
+            "UPDATE audit_events SET outcome = 'success', detail = 'rewritten' WHERE seq = 4; \
+             DELETE FROM audit_checkpoints",
+            Some("4"),
+        ),
+        (
+            "every row rewritten unkeyed, checkpoints deleted",
+            "UPDATE audit_events SET detail = 'rewritten' WHERE seq = 1; \
+             DELETE FROM audit_checkpoints",
+            Some("1"),
+        ),
+        (
+            "a plain row edit",
+            "UPDATE audit_events SET detail = 'edited' WHERE seq = 7",
+            None,
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (name, sql, recompute)) in attacks.into_iter().enumerate() {
+        wipe(&app.db).await;
+        let head = dir.path().join(format!("head-{i}.log"));
+        let log = AuditLog::new(std::str::from_utf8(KEY).unwrap(), 5).with_head_file(head.clone());
+        write_events(&app.db, &log, 12).await;
+        for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            app.db.execute_unprepared(stmt).await.unwrap();
+        }
+        if let Some(from) = recompute {
+            recompute_unkeyed(&app.db, from.parse().unwrap()).await;
+        }
+        let report = audit::verify_with_head(&app.db, KEY, Some(&head))
+            .await
+            .unwrap();
+        if name == "untouched" {
+            assert_eq!(report.problem, None, "{name}");
+            assert_eq!((report.rows, report.checkpoints), (12, 2));
+        } else {
+            assert!(report.problem.is_some(), "not detected: {name}");
+        }
+    }
+    wipe(&app.db).await;
+}
+
+crate::both_backends!(audit_tamper_matrix, crate::audit::tamper_matrix);
+
+/// A fresh SQLite trail in `dir`: its URL, connection and a writer with
+/// the head file `dir/head.log`.
+async fn fresh_db(dir: &std::path::Path) -> (String, DatabaseConnection, AuditLog) {
     let url = format!("sqlite://{}?mode=rwc", dir.join("a.db").display());
     let db = server::db::connect(&DatabaseUrl(url.clone()))
         .await
         .unwrap();
     server::db::migrate(&db).await.unwrap();
-    (url, db)
+    let log =
+        AuditLog::new("mado-demo-audit-key-change-me", 5).with_head_file(dir.join("head.log"));
+    (url, db, log)
 }
 
 fn cli_verify(url: &str) -> (bool, String) {
+    let head = std::path::Path::new(url.trim_start_matches("sqlite://"))
+        .parent()
+        .unwrap()
+        .join("head.log");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mado-server"))
         .args(["audit", "verify"])
         .env("MADO_SERVER__DATABASE__URL", url)
+        .env("MADO_SERVER__AUDIT__HEAD_FILE", head)
         .output()
         .unwrap();
     (
@@ -155,11 +300,9 @@ fn cli_verify(url: &str) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_is_detected() {
-    let log = AuditLog::new("mado-demo-audit-key-change-me", 5);
-
     // Deleted row in the middle.
     let dir = tempfile::tempdir().unwrap();
-    let (url, db) = fresh_db(dir.path()).await;
+    let (url, db, log) = fresh_db(dir.path()).await;
     write_events(&db, &log, 12).await;
     let (ok, out) = cli_verify(&url);
     assert!(ok, "{out}");
@@ -173,7 +316,7 @@ async fn tampering_is_detected() {
 
     // Reordered rows (two rows' contents swapped, seqs kept).
     let dir = tempfile::tempdir().unwrap();
-    let (url, db) = fresh_db(dir.path()).await;
+    let (url, db, log) = fresh_db(dir.path()).await;
     write_events(&db, &log, 8).await;
     db.execute_unprepared(
         "UPDATE audit_events SET seq = -1 WHERE seq = 3; \
@@ -188,7 +331,7 @@ async fn tampering_is_detected() {
 
     // Truncated tail past a signed checkpoint (at seq 10).
     let dir = tempfile::tempdir().unwrap();
-    let (url, db) = fresh_db(dir.path()).await;
+    let (url, db, log) = fresh_db(dir.path()).await;
     write_events(&db, &log, 11).await;
     db.execute_unprepared("DELETE FROM audit_events WHERE seq >= 9")
         .await
@@ -197,9 +340,40 @@ async fn tampering_is_detected() {
     assert!(!ok);
     assert!(out.contains("after seq=8"), "{out}");
 
+    // Truncated tail after the last checkpoint (seq 10 of 12), and every
+    // checkpoint deleted: the signed head file tells.
+    let dir = tempfile::tempdir().unwrap();
+    let (url, db, log) = fresh_db(dir.path()).await;
+    write_events(&db, &log, 12).await;
+    let (ok, out) = cli_verify(&url);
+    assert!(ok, "{out}");
+    db.execute_unprepared("DELETE FROM audit_events WHERE seq > 10")
+        .await
+        .unwrap();
+    let (ok, out) = cli_verify(&url);
+    assert!(!ok);
+    assert!(
+        out.contains("after seq=10") && out.contains("head file"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (url, db, log) = fresh_db(dir.path()).await;
+    write_events(&db, &log, 12).await;
+    db.execute_unprepared("DELETE FROM audit_checkpoints")
+        .await
+        .unwrap();
+    let (ok, out) = cli_verify(&url);
+    assert!(!ok);
+    assert!(out.contains("checkpoint at seq=10 was deleted"), "{out}");
+    // The head file itself gone.
+    std::fs::remove_file(dir.path().join("head.log")).unwrap();
+    let (ok, out) = cli_verify(&url);
+    assert!(!ok);
+    assert!(out.contains("missing"), "{out}");
+
     // Forged checkpoint signature.
     let dir = tempfile::tempdir().unwrap();
-    let (url, db) = fresh_db(dir.path()).await;
+    let (url, db, log) = fresh_db(dir.path()).await;
     write_events(&db, &log, 5).await;
     db.execute_unprepared("UPDATE audit_checkpoints SET signature = '00'")
         .await

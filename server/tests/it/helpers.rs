@@ -43,6 +43,10 @@ macro_rules! both_backends {
 
 pub struct TestApp {
     pub base: String,
+    /// `[audit] head_file` of the app (in its temp dir).
+    pub audit_head: std::path::PathBuf,
+    /// `[audit] key` of the app.
+    pub audit_key: Vec<u8>,
     pub db: DatabaseConnection,
     pub store: Arc<LocalStore>,
     /// Client without cookies or redirects, for API calls.
@@ -111,7 +115,11 @@ pub async fn spawn_app_with(
     settings.database.url = DatabaseUrl(url.clone());
     settings.storage = StoreConfig::local(store_path.clone());
     settings.ingest.gateway_tokens = vec![server::config::Secret::new(GATEWAY_TOKEN)];
+    let audit_head = dir.path().join("audit-head.log");
+    settings.audit.head_file = audit_head.clone();
     customise(&mut settings);
+    let audit_head = settings.audit.head_file.clone();
+    let audit_key = settings.audit.key.expose().as_bytes().to_vec();
 
     let app = Application::build(settings).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -125,6 +133,8 @@ pub async fn spawn_app_with(
         .unwrap();
     Some(TestApp {
         base,
+        audit_head,
+        audit_key,
         db,
         store,
         api,

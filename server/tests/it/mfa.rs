@@ -244,3 +244,138 @@ async fn mfa_oidc() {
     assert_eq!(user_sessions(&app, "oidc:rad-pwd").await, 1);
     app.cleanup().await;
 }
+
+/// `GET /login/totp/enrol` with `cookie`: 200 (the enrolment step) or the
+/// redirect back to `/login`.
+async fn enrol_page_status(app: &TestApp, cookie: &str) -> u16 {
+    let res = app
+        .api
+        .get(app.url("/login/totp/enrol"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    if res.status() == 303 {
+        assert_eq!(res.headers()["location"], "/login");
+    }
+    res.status().as_u16()
+}
+
+/// The enrolment cookie is signed with its own key (from `[security]
+/// secret`, not the audit key), expires, and is bound to a nonce cookie of
+/// the same browser.
+async fn enrolment_cookie(backend: Backend) {
+    use server::services::auth::{derive_key, KEY_MFA_COOKIE};
+    use server::services::totp::{mfa_cookie_value_at, MFA_WINDOW_SECS};
+    let secret = "a test server secret, 0123456789abcdef";
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.security.mfa_roles = vec!["radiologist".into()];
+        s.security.secret = server::config::Secret::new(secret);
+        s.audit.key = server::config::Secret::new("a test audit key 0123456789");
+    })
+    .await
+    else {
+        return;
+    };
+    server::services::auth::upsert_user(&app.db, "rad", "rad password 1", "radiologist")
+        .await
+        .unwrap();
+    let uid = users::Entity::find()
+        .filter(users::Column::Username.eq("rad"))
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let now = chrono::Utc::now().timestamp();
+    let nonce = "n".repeat(43);
+    let pair = |value: String| format!("mado_mfa={value}; mado_mfa_nonce={nonce}");
+    let mfa_key = derive_key(secret.as_bytes(), KEY_MFA_COOKIE);
+
+    // Control: a cookie signed with the MFA key is accepted.
+    let good = mfa_cookie_value_at(&mfa_key, uid, &nonce, now);
+    assert_eq!(enrol_page_status(&app, &pair(good.clone())).await, 200);
+    // Forged with the audit key (which auditors hold), directly or with
+    // the old derivation: refused.
+    let audit_key = b"a test audit key 0123456789";
+    let old_derivation = {
+        use hmac::{Hmac, Mac};
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(audit_key).unwrap();
+        m.update(b"mado-mfa-key-v1");
+        m.finalize().into_bytes().to_vec()
+    };
+    for key in [audit_key.to_vec(), old_derivation] {
+        let forged = mfa_cookie_value_at(&key, uid, &nonce, now);
+        assert_eq!(enrol_page_status(&app, &pair(forged)).await, 303);
+    }
+    // Older than the limit: refused.
+    let old = mfa_cookie_value_at(&mfa_key, uid, &nonce, now - MFA_WINDOW_SECS - 1);
+    assert_eq!(enrol_page_status(&app, &pair(old)).await, 303);
+    // Without its nonce cookie, or with another one: refused.
+    assert_eq!(
+        enrol_page_status(&app, &format!("mado_mfa={good}")).await,
+        303
+    );
+    assert_eq!(
+        enrol_page_status(
+            &app,
+            &format!("mado_mfa={good}; mado_mfa_nonce={}", "m".repeat(43))
+        )
+        .await,
+        303
+    );
+
+    // A real sign-in: the cookie replayed from another browser without the
+    // companion nonce is refused; with it, the step continues.
+    let res = app
+        .api
+        .post(app.url("/login"))
+        .header("cookie", "mado_login_csrf=aaaaaaaaaaaaaaaaaaaaaa")
+        .form(&[
+            ("username", "rad"),
+            ("password", "rad password 1"),
+            ("csrf", "aaaaaaaaaaaaaaaaaaaaaa"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let set: Vec<String> = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap().to_owned())
+        .collect();
+    let mfa = set.iter().find(|c| c.starts_with("mado_mfa=")).unwrap();
+    let nonce_cookie = set
+        .iter()
+        .find(|c| c.starts_with("mado_mfa_nonce="))
+        .unwrap();
+    assert_eq!(enrol_page_status(&app, mfa).await, 303);
+    assert_eq!(
+        enrol_page_status(&app, &format!("{mfa}; {nonce_cookie}")).await,
+        200
+    );
+    // Both cookies are HttpOnly.
+    let raw: Vec<&str> = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("mado_mfa"))
+        .collect();
+    assert_eq!(raw.len(), 2);
+    assert!(raw.iter().all(|v| v.contains("HttpOnly")), "{raw:?}");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mfa_enrolment_cookie_sqlite() {
+    enrolment_cookie(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mfa_enrolment_cookie_postgres() {
+    enrolment_cookie(Backend::Postgres).await;
+}

@@ -45,7 +45,20 @@ fn example_configs_are_accepted_by_the_binaries() {
         .env("MADO_GATEWAY__DICOM__BIND", "127.0.0.1:0")
         .env("MADO_GATEWAY__SPOOL__DIR", dir.path().join("spool"))
         .env("MADO_GATEWAY__STORAGE__PATH", dir.path().join("objects"))
-        .env("MADO_GATEWAY__UPLOAD__ENABLED", "false");
+        .env("MADO_GATEWAY__UPLOAD__ENABLED", "false")
+        // The built-in demo secrets are refused outside demo mode.
+        .env(
+            "MADO_GATEWAY__SERVER__TOKEN",
+            "infra-test-gateway-token-0123456789",
+        )
+        .env(
+            "MADO_GATEWAY__DEID__SECRET",
+            "infra-test-deid-secret-0123456789",
+        )
+        .env(
+            "MADO_GATEWAY__VAULT__KEY",
+            "infra-test-vault-key-0123456789",
+        );
     let (gw, _) = Proc::spawn(
         "mado-gateway",
         cmd,
@@ -68,7 +81,17 @@ fn example_configs_are_accepted_by_the_binaries() {
                 "MADO_SERVER__DATABASE__URL",
                 format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display()),
             )
-            .env("MADO_SERVER__STORAGE__PATH", dir.path().join("objects"));
+            .env("MADO_SERVER__STORAGE__PATH", dir.path().join("objects"))
+            // The built-in demo secrets are refused outside demo mode.
+            .env("MADO_SERVER__AUDIT__KEY", "infra-test-audit-key-0123456789")
+            .env(
+                "MADO_SERVER__SECURITY__SECRET",
+                "infra-test-server-secret-0123456789abcdef",
+            )
+            .env(
+                "MADO_SERVER__INGEST__GATEWAY_TOKENS",
+                r#"["infra-test-gateway-token-0123456789"]"#,
+            );
         cmd
     };
     let (status, out, err) =

@@ -155,10 +155,10 @@ impl FromRequest for DicomWebPrincipal {
     }
 }
 
-/// `http(s)://host/dicomweb` as the client addressed us.
+/// `{origin}/dicomweb`: `[http] public_url`, or forwarding headers from a
+/// trusted proxy only (`services::public_url`).
 pub(crate) fn base_url(req: &HttpRequest) -> String {
-    let ci = req.connection_info();
-    format!("{}://{}/dicomweb", ci.scheme(), ci.host())
+    format!("{}/dicomweb", crate::services::public_url::origin(req))
 }
 
 /// The query string as key/value pairs (400 when malformed).
