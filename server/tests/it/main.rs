@@ -17,6 +17,7 @@ mod auth;
 mod basics;
 mod dicomweb;
 mod dicomweb_interop;
+mod hostile;
 mod ingest;
 mod login_redirect;
 mod mfa;
