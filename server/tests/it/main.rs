@@ -24,6 +24,7 @@ mod mfa;
 mod ohif;
 mod oidc;
 mod oidc_browser;
+mod openapi;
 mod render;
 mod shares;
 mod totp;
