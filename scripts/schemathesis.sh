@@ -92,14 +92,15 @@ run() {
     --suppress-health-check all "$@" || status=1
 }
 # everything but the sign-out forms (they would end the session mid-run)
-# with the session; the gateway operations with the bearer token
+# with the session; the ingest with the bearer token. STOW-RS is left out:
+# schemathesis cannot generate multipart/related bodies (the STOW parser is
+# covered by fuzz/ stow_multipart and server/tests/it/hostile.rs).
 log "session operations"
 run -H "Cookie: mado_session=$SESSION" \
   --exclude-operation-id logout --exclude-operation-id logoutEverywhere \
   --exclude-operation-id registerInstance --exclude-operation-id storeInstances
 log "gateway operations"
-run -H "Authorization: Bearer $TOKEN" \
-  --include-operation-id registerInstance --include-operation-id storeInstances
+run -H "Authorization: Bearer $TOKEN" --include-operation-id registerInstance
 
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
   log "the server died"; tail -n 40 "$WORK/server.err" >&2; status=1
