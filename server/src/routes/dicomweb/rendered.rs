@@ -855,6 +855,16 @@ pub async fn tile(
         .body(body))
 }
 
+/// Fuzzing entry (`super::fuzzing`): rendered parameters are accepted.
+pub(super) fn params_ok(pairs: &[(String, String)]) -> bool {
+    parse_params(pairs).is_ok()
+}
+
+/// Fuzzing entry (`super::fuzzing`): a frame number of the path.
+pub(super) fn frame_ok(s: &str) -> bool {
+    frame_number(s).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -275,3 +275,8 @@ pub async fn store(
         .content_type("application/dicom+json")
         .body(Value::Object(out).to_string()))
 }
+
+/// Fuzzing entry (`super::fuzzing`): a STOW part is accepted for storing.
+pub(super) fn part_ok(bytes: &[u8]) -> bool {
+    matches!(parse_part(bytes), Outcome::Ok(_))
+}

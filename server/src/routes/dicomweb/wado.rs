@@ -406,6 +406,11 @@ pub async fn bulkdata(
     frames_answer(&req, &state, r, (1..=n).collect()).await
 }
 
+/// Fuzzing entry (`super::fuzzing`): a frame list of the path.
+pub(super) fn frame_list_ok(s: &str) -> bool {
+    parse_frame_list(s).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
