@@ -6,7 +6,7 @@ Usage: hostile_send.py HOST PORT CALLED_AE FILE...
 Only the file meta group is read (the data set is sent as stored, never
 decoded by pydicom), proposing the file's own SOP class and transfer syntax.
 Prints one JSON line per file: {"file": ..., "outcome": "status" | "rejected" |
-"aborted" | "no-response" | "unreadable", "status": "0xC000" | null}.
+"aborted" | "no-response" | "sender-refused" | "unreadable", "status": "0xC000" | null}.
 Exit status 0 when every file was tried (the outcomes are judged by the test).
 """
 
@@ -35,7 +35,13 @@ def send(host, port, called, path):
     try:
         status = assoc.send_c_store(path)
     except Exception as e:
-        return {"file": path, "outcome": "no-response", "status": None, "error": str(e)[:200]}
+        # pynetdicom itself refused to send the file (a UID over 64
+        # characters in the command, a data set it cannot walk): nothing
+        # reached the gateway on this association
+        outcome = "sender-refused" if assoc.is_established else "no-response"
+        if assoc.is_established:
+            assoc.release()
+        return {"file": path, "outcome": outcome, "status": None, "error": str(e)[:200]}
     code = getattr(status, "Status", None)
     if assoc.is_aborted:
         out = {"file": path, "outcome": "aborted", "status": None}
