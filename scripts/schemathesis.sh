@@ -86,10 +86,11 @@ SESSION="$(awk '$6 == "mado_session" { print $7 }' "$JAR")"
 
 status=0
 run() {
-  "$ST" run "$ROOT/server/openapi.yaml" --url "$BASE" \
+  # from the temp dir: schemathesis keeps its state in ./.schemathesis
+  (cd "$WORK" && "$ST" run "$ROOT/server/openapi.yaml" --url "$BASE" \
     --checks not_a_server_error --max-examples "$MAX_EXAMPLES" \
     --workers 1 --request-timeout 60 --seed "${SCHEMATHESIS_SEED:-20261207}" \
-    --suppress-health-check all "$@" || status=1
+    --suppress-health-check all "$@") || status=1
 }
 # everything but the sign-out forms (they would end the session mid-run)
 # with the session; the ingest with the bearer token. STOW-RS is left out:
