@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what Mado's end-to-end tests need, and only what is missing:
 #   dcmtk (storescu), chromium + Japanese fonts, Node.js + npm (playwright-core),
-#   Python 3 + venv (moto[server], pydicom, pydicom-data, pynetdicom in .tools/venv),
+#   Python 3 + venv (moto[server], pydicom, pydicom-data, pynetdicom, schemathesis in .tools/venv),
 #   Orthanc (a PACS peer; the tests run it as a plain process), PostgreSQL on 127.0.0.1:5432,
 #   the built OHIF viewer in .tools/ohif (scripts/fetch-ohif.sh).
 # Idempotent: a second run installs nothing. Debian/Ubuntu, as root or via sudo.
@@ -40,11 +40,12 @@ pg_answers() {
   (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
 }
 
-# pydicom-data installs its files as the module data_store; pynetdicom is the third sender
-PY_PKGS=('moto[server]' dicomweb-client pydicom requests pydicom-data pynetdicom)
+# pydicom-data installs its files as the module data_store; pynetdicom is the third sender;
+# schemathesis fuzzes the HTTP API from server/openapi.yaml (scripts/schemathesis.sh)
+PY_PKGS=('moto[server]' dicomweb-client pydicom requests pydicom-data pynetdicom schemathesis)
 venv_ready() {
-  [ -x "$ROOT/.tools/venv/bin/moto_server" ] &&
-    "$ROOT/.tools/venv/bin/python" -c 'import moto, dicomweb_client, pydicom, requests, data_store, pynetdicom' >/dev/null 2>&1
+  [ -x "$ROOT/.tools/venv/bin/moto_server" ] && [ -x "$ROOT/.tools/venv/bin/schemathesis" ] &&
+    "$ROOT/.tools/venv/bin/python" -c 'import moto, dicomweb_client, pydicom, requests, data_store, pynetdicom, schemathesis' >/dev/null 2>&1
 }
 
 # ---------------------------------------------------------------- apt
@@ -93,8 +94,8 @@ if venv_ready; then
 else
   log "installing ${PY_PKGS[*]} into .tools/venv"
   [ -x "$ROOT/.tools/venv/bin/python" ] || python3 -m venv "$ROOT/.tools/venv"
-  "$ROOT/.tools/venv/bin/pip" install -q --upgrade pip
-  "$ROOT/.tools/venv/bin/pip" install -q "${PY_PKGS[@]}"
+  "$ROOT/.tools/venv/bin/python" -m pip install -q --upgrade pip
+  "$ROOT/.tools/venv/bin/python" -m pip install -q "${PY_PKGS[@]}"
 fi
 
 # ---------------------------------------------------------------- npm packages

@@ -26,4 +26,7 @@ cargo build --workspace --all-targets
 t2=$(date +%s)
 cargo test --workspace
 t3=$(date +%s)
-echo "test.sh: deps $((t1 - t0))s, build $((t2 - t1))s, tests $((t3 - t2))s"
+# the HTTP API against server/openapi.yaml: no 5xx (bounded, ~2-3 min)
+bash scripts/schemathesis.sh
+t4=$(date +%s)
+echo "test.sh: deps $((t1 - t0))s, build $((t2 - t1))s, tests $((t3 - t2))s, schemathesis $((t4 - t3))s"

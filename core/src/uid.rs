@@ -130,3 +130,55 @@ mod tests {
         assert_eq!(Uid::parse(&"1".repeat(65)), Err(UidError::TooLong));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any string: no panic; what is accepted is safe in a path or key.
+        #[test]
+        fn accepted_uids_are_path_safe(s in "\\PC{0,80}") {
+            if let Ok(u) = Uid::parse(&s) {
+                let v = u.as_str();
+                prop_assert!(!v.is_empty() && v.len() <= 64);
+                prop_assert!(v.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+                prop_assert!(!v.contains("..") && !v.starts_with('.') && !v.ends_with('.'));
+                // parsing what was accepted gives the same UID (idempotent)
+                prop_assert_eq!(&Uid::parse(v).unwrap(), &u);
+                prop_assert_eq!(u.to_string(), v);
+            }
+        }
+
+        /// Well-formed components round-trip (padding stripped); over 64
+        /// characters is TooLong.
+        #[test]
+        fn components_round_trip(
+            comps in prop::collection::vec(0u64..10_000_000_000, 1..12),
+            pad in prop::sample::select(vec!["", "\0", " ", "\0\0", " \0"]),
+        ) {
+            let s = comps.iter().map(u64::to_string).collect::<Vec<_>>().join(".");
+            let r = SopInstanceUid::parse(&format!("{s}{pad}"));
+            if s.len() <= 64 {
+                prop_assert_eq!(r.unwrap().into_string(), s.clone());
+                let json = serde_json::to_string(&StudyUid::parse(&s).unwrap()).unwrap();
+                prop_assert_eq!(serde_json::from_str::<StudyUid>(&json).unwrap().into_string(), s);
+            } else {
+                prop_assert_eq!(r, Err(UidError::TooLong));
+            }
+        }
+
+        /// A path separator, letter, NUL or other character inside is refused.
+        #[test]
+        fn foreign_characters_are_refused(
+            a in "[1-9][0-9]{0,5}",
+            bad in prop::sample::select(vec!['/', '\\', '\0', 'a', 'Z', '%', ':', '-', '+', ' ', '\u{e9}']),
+            b in "[1-9][0-9]{0,5}",
+        ) {
+            let s = format!("{a}.{bad}{b}");
+            prop_assert!(Uid::parse(&s).is_err(), "{:?}", s);
+            prop_assert!(serde_json::from_value::<Uid>(serde_json::Value::String(s)).is_err());
+        }
+    }
+}

@@ -919,6 +919,18 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Fuzzing entry (fuzz/): every check the SCP makes on a received data set
+/// before it is acknowledged (head, element walk, whole parse), on bytes in
+/// memory. Not part of the API.
+#[doc(hidden)]
+pub fn fuzz_check_dataset(dataset: &[u8], expected: &Expected<'_>) {
+    let ts = expected.transfer_syntax_uid;
+    let head = &dataset[..dataset.len().min(HEAD_CAP)];
+    let _ = validate_head(head, dataset.len() <= HEAD_CAP, ts, expected);
+    let _ = check_structure(io::Cursor::new(dataset), 0, dataset.len() as u64, ts);
+    let _ = validate(dataset, ts, expected);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

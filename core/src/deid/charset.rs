@@ -708,3 +708,112 @@ mod unit {
         assert!(cs(&["ISO_IR 100"]).encode("山", VR::LO).is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const VRS: [VR; 7] = [VR::PN, VR::LO, VR::SH, VR::ST, VR::LT, VR::UT, VR::UC];
+
+    /// Character sets of every kind: single-byte, ISO 2022 multi-byte,
+    /// whole-value Unicode/GB, and combinations with code extensions.
+    fn sets() -> impl Strategy<Value = Vec<&'static str>> {
+        prop::sample::select(vec![
+            vec![],
+            vec!["ISO_IR 100"],
+            vec!["ISO_IR 144"],
+            vec!["ISO_IR 192"],
+            vec!["GB18030"],
+            vec!["GBK"],
+            vec!["ISO_IR 13"],
+            vec!["", "ISO 2022 IR 87"],
+            vec!["ISO 2022 IR 13", "ISO 2022 IR 87"],
+            vec!["ISO 2022 IR 13", "ISO 2022 IR 87", "ISO 2022 IR 159"],
+            vec!["", "ISO 2022 IR 149"],
+            vec!["", "ISO 2022 IR 58"],
+            vec!["ISO 2022 IR 100", "ISO 2022 IR 126"],
+            vec!["ISO 2022 IR 6", "ISO 2022 IR 166"],
+        ])
+    }
+
+    /// Text mixing ASCII, Latin-1, Greek, Cyrillic, kana, kanji, hangul,
+    /// hanzi and the PN / multi-value delimiters.
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(vec![
+                'A', 'z', '0', ' ', '^', '=', '\\', 'é', 'ô', 'Ω', 'Ж', 'ｱ', 'ﾀ', 'や', '山', '田',
+                '홍', '길', '王', '东', '\u{7f}', '\u{1b}', '\t', '€',
+            ]),
+            0..24,
+        )
+        .prop_map(|v| v.into_iter().collect())
+    }
+
+    /// Escape sequences (declared or not, cut short), double-byte halves,
+    /// delimiters and control characters.
+    fn escapes() -> Vec<&'static [u8]> {
+        let all: [&'static [u8]; 18] = [
+            b"\x1b$B",
+            b"\x1b(B",
+            b"\x1b(J",
+            b"\x1b$)C",
+            b"\x1b$)A",
+            b"\x1b$(D",
+            b"\x1b-A",
+            b"\x1b)I",
+            b"\x1b$",
+            b"\x1b",
+            b";3",
+            b"\xb0\xa1",
+            b"\xff",
+            b"^",
+            b"=",
+            b"\\",
+            b"\r\n",
+            b"A",
+        ];
+        all.to_vec()
+    }
+
+    proptest! {
+        /// Arbitrary bytes under every character set: an answer, never a
+        /// panic; what decodes and encodes again decodes to the same text.
+        #[test]
+        fn decode_never_panics(terms in sets(), vr in prop::sample::select(VRS.to_vec()),
+                               raw in prop::collection::vec(any::<u8>(), 0..64)) {
+            let cs = CharacterSet::from_terms(&terms).unwrap();
+            if let Ok(text) = cs.decode(&raw, vr) {
+                if let Ok(bytes) = cs.encode(&text, vr) {
+                    prop_assert_eq!(cs.decode(&bytes, vr).unwrap(), text);
+                }
+            }
+        }
+
+        /// Bytes built around escape sequences (declared or not, cut short)
+        /// are an answer, never a panic.
+        #[test]
+        fn escapes_never_panic(terms in sets(), vr in prop::sample::select(VRS.to_vec()),
+                               parts in prop::collection::vec(prop::sample::select(escapes()), 0..16)) {
+            let raw: Vec<u8> = parts.concat();
+            let cs = CharacterSet::from_terms(&terms).unwrap();
+            let _ = cs.decode(&raw, vr);
+        }
+
+        /// Text that encodes decodes back to itself (the round trip the
+        /// engine relies on when it writes a kept or replaced value).
+        #[test]
+        fn encode_round_trips(terms in sets(), vr in prop::sample::select(VRS.to_vec()), t in text()) {
+            let cs = CharacterSet::from_terms(&terms).unwrap();
+            if let Ok(bytes) = cs.encode(&t, vr) {
+                prop_assert_eq!(cs.decode(&bytes, vr).unwrap(), t);
+            }
+        }
+
+        /// Arbitrary terms: a character set or an error, never a panic.
+        #[test]
+        fn terms_never_panic(terms in prop::collection::vec("\\PC{0,20}", 0..4)) {
+            let _ = CharacterSet::from_terms(&terms);
+        }
+    }
+}

@@ -53,11 +53,9 @@ async fn audit_page(
         )
         .await
         .map_err(|e| ApiError::Unexpected(anyhow::Error::new(e).context("audit trail")))?;
-    let report = state.audit.verify(&state.db)
-        .await
-        .map_err(|e| {
-            ApiError::Unexpected(anyhow::Error::new(e).context("verifying audit chain"))
-        })?;
+    let report = state.audit.verify(&state.db).await.map_err(|e| {
+        ApiError::Unexpected(anyhow::Error::new(e).context("verifying audit chain"))
+    })?;
     use crate::db::entities::audit_events;
     let mut query = audit_events::Entity::find();
     if let Some(org) = scope {

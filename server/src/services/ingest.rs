@@ -608,6 +608,13 @@ fn inserted(r: sea_orm::TryInsertResult<u64>) -> bool {
     matches!(r, sea_orm::TryInsertResult::Inserted(n) if n > 0)
 }
 
+/// Fuzzing entry (fuzz/): the checks and extraction of a registration,
+/// without the database. Not part of the API.
+#[doc(hidden)]
+pub fn fuzz_check_registration(req: &RegisterInstance) -> Result<(), IngestError> {
+    extract(req).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ mod gateway_faults;
 mod gateway_peers;
 mod gateway_tls;
 mod harness;
+mod hostile_corpus;
 mod infra;
 mod local_postgres;
 mod s3_sqlite;

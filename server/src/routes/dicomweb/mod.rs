@@ -38,6 +38,28 @@ use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use futures::future::LocalBoxFuture;
 
+/// Entry points of the fuzz targets (fuzz/) into the parsers of private
+/// route modules. Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Query of a rendered / thumbnail / tile request.
+    pub fn rendered_params(pairs: &[(String, String)]) -> bool {
+        super::rendered::params_ok(pairs)
+    }
+    /// `{frame}` of a rendered or tile path.
+    pub fn frame_number(s: &str) -> bool {
+        super::rendered::frame_ok(s)
+    }
+    /// `{frames}` of a WADO-RS frames path.
+    pub fn frame_list(s: &str) -> bool {
+        super::wado::frame_list_ok(s)
+    }
+    /// One STOW-RS part (a DICOM Part 10 object).
+    pub fn stow_part(bytes: &[u8]) -> bool {
+        super::stow::part_ok(bytes)
+    }
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     const I: &str = "/dicomweb/studies/{study}/series/{series}/instances/{sop}";
     cfg.route("/dicomweb/studies", web::get().to(qido::studies))

@@ -124,7 +124,6 @@ type FrameKey = (String, u32);
 /// Frames that decode faster than this are not kept in the decoded LRU.
 const CHEAP_DECODE: Duration = Duration::from_millis(2);
 
-
 /// One instance of a series, in series order.
 #[derive(Debug, Clone)]
 struct SliceRef {
@@ -962,6 +961,16 @@ pub async fn tile(
         .insert_header((header::ETAG, tag))
         .insert_header((header::CACHE_CONTROL, IMMUTABLE))
         .body(body))
+}
+
+/// Fuzzing entry (`super::fuzzing`): rendered parameters are accepted.
+pub(super) fn params_ok(pairs: &[(String, String)]) -> bool {
+    parse_params(pairs).is_ok()
+}
+
+/// Fuzzing entry (`super::fuzzing`): a frame number of the path.
+pub(super) fn frame_ok(s: &str) -> bool {
+    frame_number(s).is_ok()
 }
 
 #[cfg(test)]

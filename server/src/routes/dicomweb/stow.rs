@@ -427,3 +427,11 @@ async fn store_inner(
         .content_type("application/dicom+json")
         .body(Value::Object(out).to_string()))
 }
+
+/// Fuzzing entry (`super::fuzzing`): a STOW part is accepted for storing.
+pub(super) fn part_ok(bytes: &[u8]) -> bool {
+    matches!(
+        parse_part(bytes, &mado_core::guard::Limits::default()),
+        Outcome::Ok(_)
+    )
+}

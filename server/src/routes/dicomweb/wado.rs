@@ -448,6 +448,15 @@ pub async fn bulkdata(
     frames_answer(&req, &state, r, FrameSel::All).await
 }
 
+/// Fuzzing entry (`super::fuzzing`): a frame list of the path.
+pub(super) fn frame_list_ok(s: &str) -> bool {
+    parse_frame_list(
+        s,
+        crate::config::LimitsSettings::default().max_frames_per_request,
+    )
+    .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

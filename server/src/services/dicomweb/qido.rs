@@ -824,3 +824,89 @@ mod tests {
         assert_eq!(like_pattern("A*B?%_!"), "A%B_!%!_!!");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "limit",
+                "offset",
+                "fuzzymatching",
+                "includefield",
+                "PatientName",
+                "PatientID",
+                "StudyDate",
+                "StudyTime",
+                "StudyInstanceUID",
+                "SeriesInstanceUID",
+                "SOPInstanceUID",
+                "Modality",
+                "SeriesNumber",
+                "InstanceNumber",
+                "AccessionNumber",
+                "00100010",
+                "0020000D",
+                "ModalitiesInStudy",
+                "_",
+                "orderby",
+            ])
+            .prop_map(str::to_owned),
+            "[0-9A-Fa-f]{8}",
+            "\\PC{0,12}",
+        ]
+    }
+
+    fn level() -> impl Strategy<Value = Level> {
+        prop::sample::select(vec![Level::Study, Level::Series, Level::Instance])
+    }
+
+    proptest! {
+        /// Any pairs: a query or a 400 naming the parameter, never a panic;
+        /// the page size never exceeds the cap.
+        #[test]
+        fn any_pairs(pairs in prop::collection::vec((key(), "\\PC{0,40}"), 0..8), level in level()) {
+            match parse_query(&pairs, level) {
+                Ok(q) => {
+                    prop_assert!(q.limit.is_none_or(|l| l <= MAX_LIMIT));
+                    for (_, m) in &q.matches {
+                        if let MatchValue::UidList(l) = m {
+                            prop_assert!(l.iter().all(|u| valid_uid(u)));
+                        }
+                    }
+                }
+                Err(QidoError::BadParam(msg)) => prop_assert!(msg.starts_with("query parameter")),
+                Err(e) => prop_assert!(false, "unexpected error {e}"),
+            }
+        }
+
+        /// Numbers: any u64 limit is capped; a non-number is refused.
+        #[test]
+        fn limit_and_offset(n in any::<u64>(), junk in "[^0-9 ]{1,6}") {
+            let q = parse_query(&[("limit".into(), n.to_string())], Level::Study).unwrap();
+            prop_assert_eq!(q.limit, Some(std::cmp::min(n, MAX_LIMIT)));
+            prop_assert!(parse_query(&[("offset".into(), junk.clone())], Level::Study).is_err());
+            prop_assert!(parse_query(&[("limit".into(), junk)], Level::Study).is_err());
+        }
+
+        /// Dates: YYYYMMDD and ranges are accepted, anything else refused.
+        #[test]
+        fn date_ranges(a in "[0-9]{8}", b in "[0-9]{8}", bad in "[0-9]{1,7}|[0-9]{9,12}|[a-z]{8}") {
+            for v in [a.clone(), format!("{a}-{b}"), format!("{a}-"), format!("-{b}")] {
+                prop_assert!(parse_query(&[("StudyDate".into(), v)], Level::Study).is_ok());
+            }
+            for v in [bad.clone(), format!("{a}-{bad}"), "-".to_owned()] {
+                prop_assert!(parse_query(&[("StudyDate".into(), v)], Level::Study).is_err());
+            }
+        }
+
+        /// Eight hex digits always resolve to that tag.
+        #[test]
+        fn hex_tags(g in any::<u16>(), e in any::<u16>()) {
+            prop_assert_eq!(resolve_tag(&format!("{g:04X}{e:04x}")), Some(Tag(g, e)));
+        }
+    }
+}
