@@ -37,6 +37,10 @@ pub enum ApiError {
     /// The server cannot do this (e.g. an unsupported transfer syntax).
     #[error("not implemented: {0}")]
     NotImplemented(&'static str),
+    /// The stored object is malformed (its declared sizes do not fit its
+    /// data): 422, never a 5xx.
+    #[error("unprocessable: {0}")]
+    Unprocessable(&'static str),
     /// The request body is larger than accepted (413).
     #[error("payload too large: {0}")]
     TooLarge(&'static str),
@@ -87,7 +91,9 @@ impl ApiError {
             ApiError::BadRequest(m) => Some(m.clone()),
             ApiError::Unauthorized => Some("missing or invalid credentials".into()),
             ApiError::Forbidden(m) | ApiError::Conflict(m) => Some((*m).into()),
-            ApiError::NotImplemented(m) | ApiError::TooLarge(m) => Some((*m).into()),
+            ApiError::NotImplemented(m) | ApiError::TooLarge(m) | ApiError::Unprocessable(m) => {
+                Some((*m).into())
+            }
             ApiError::Busy(_) => Some("the server is busy; retry later".into()),
             ApiError::NotFound => Some("no such resource".into()),
             ApiError::LoginRequired | ApiError::LoginRequiredNext(_) | ApiError::Unexpected(_) => {
@@ -108,6 +114,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -16,9 +16,16 @@ pub fn dcmtk_storescu() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("MADO_E2E_STORESCU").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
+    dcmtk_tool("storescu")
+}
+
+/// The dcmtk program `name` (`/usr/bin` first, then PATH): pynetdicom
+/// installs console scripts of the same names (storescu, echoscu, …), so
+/// each candidate is asked for its version and only dcmtk's is accepted.
+pub fn dcmtk_tool(name: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut candidates: Vec<PathBuf> = vec![PathBuf::from("/usr/bin/storescu")];
-    candidates.extend(std::env::split_paths(&path).map(|d| d.join("storescu")));
+    let mut candidates: Vec<PathBuf> = vec![PathBuf::from("/usr/bin").join(name)];
+    candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
     for c in candidates {
         if !c.is_file() {
             continue;
@@ -31,7 +38,7 @@ pub fn dcmtk_storescu() -> Result<PathBuf> {
             }
         }
     }
-    bail!("dcmtk storescu not found (checked /usr/bin and PATH); {HINT}")
+    bail!("dcmtk {name} not found (checked /usr/bin and PATH); {HINT}")
 }
 
 /// What `storescu -v` reported.

@@ -29,6 +29,9 @@ pub enum RenderError {
     NoSuchFrame(u32),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The object's declared image does not fit its data (sizes, frames).
+    #[error("malformed image: {0}")]
+    Malformed(String),
     #[error("pixel data could not be decoded: {0}")]
     Decode(String),
     #[error("PNG encoding failed: {0}")]
@@ -492,7 +495,7 @@ fn check_declared_size(
     let cols = uint(obj, tags::COLUMNS).unwrap_or(0);
     let spp = uint(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
     let bits = uint(obj, tags::BITS_ALLOCATED).unwrap_or(16);
-    let unsupported = |what: &str| Err(RenderError::Unsupported(what.into()));
+    let unsupported = |what: &str| Err(RenderError::Malformed(what.into()));
     let samples = u64::from(rows)
         .checked_mul(u64::from(cols))
         .and_then(|p| p.checked_mul(u64::from(spp)));

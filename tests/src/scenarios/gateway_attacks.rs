@@ -467,7 +467,7 @@ fn alive(gw: &mut GatewayProc) -> Result<()> {
 }
 
 fn echo_ok(port: u16) -> Result<()> {
-    let bin = which("echoscu", &[]).ok_or_else(|| anyhow!("dcmtk echoscu not installed"))?;
+    let bin = crate::dcmtk::dcmtk_tool("echoscu")?;
     let mut cmd = Command::new(bin);
     cmd.args(["-aet", "MADOTEST", "-aec", "MADO", "-to", "30", "-ta", "30"])
         .args(["127.0.0.1", &port.to_string()]);

@@ -160,6 +160,7 @@ async fn batch_deid_names_each_hostile_file() {
         &config,
         format!(
             "[deid]\nsecret = \"e2e-deid-secret-not-for-production-0123456789\"\n\
+             [server]\ntoken = \"e2e-gateway-token-not-for-production-0123\"\n\
              [vault]\nenabled = false\n[spool]\ndir = \"{}\"\n",
             dir.path().join("spool").display()
         ),

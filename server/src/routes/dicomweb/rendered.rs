@@ -360,6 +360,10 @@ fn render_error(e: &RenderError) -> ApiError {
             tracing::info!(reason = %what, "cannot render instance");
             ApiError::NotImplemented("this image cannot be rendered by the server")
         }
+        RenderError::Malformed(what) => {
+            tracing::info!(reason = %what, "malformed image");
+            ApiError::Unprocessable("the stored image is malformed: its sizes do not fit its data")
+        }
         other => ApiError::Unexpected(anyhow::anyhow!("{other}").context("rendering")),
     }
 }

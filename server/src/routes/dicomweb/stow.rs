@@ -206,11 +206,11 @@ async fn store_inner(
     let uploader = match GatewayOrAdmin::extract(&req).await {
         Ok(u) => u.0,
         Err(e) => {
-            log.actor_kind = if req.headers().contains_key(header::AUTHORIZATION) {
-                "gateway"
-            } else {
-                "user"
-            };
+            if req.headers().contains_key(header::AUTHORIZATION) {
+                log.actor_kind = "gateway";
+            } else if !matches!(e, ApiError::Unauthorized) {
+                log.actor_kind = "user";
+            }
             return Err(e);
         }
     };

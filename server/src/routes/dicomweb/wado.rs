@@ -369,6 +369,12 @@ async fn frames_answer(
                         tracing::info!(reason = %what, "cannot extract frames");
                         ApiError::NotImplemented("these frames cannot be served")
                     }
+                    FrameError::Malformed(what) => {
+                        tracing::info!(reason = %what, "malformed image");
+                        ApiError::Unprocessable(
+                            "the stored image is malformed: its sizes do not fit its data",
+                        )
+                    }
                     other => ApiError::Unexpected(anyhow::Error::new(other).context("frames")),
                 })?;
             let out = std::sync::Arc::new(out);

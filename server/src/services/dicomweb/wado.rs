@@ -219,6 +219,9 @@ pub enum FrameError {
     NoSuchFrame(u32),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The object's declared image does not fit its data.
+    #[error("malformed image: {0}")]
+    Malformed(String),
     /// The answer would be larger than accepted.
     #[error("the answer would exceed {0} bytes")]
     TooLarge(u64),
@@ -298,7 +301,7 @@ pub fn extract_frames(
     let spp = read_u32(&obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
     let bits = read_u32(&obj, tags::BITS_ALLOCATED).unwrap_or(16);
     let too_many =
-        || FrameError::Unsupported("Number of Frames exceeds the pixel data in the object".into());
+        || FrameError::Malformed("Number of Frames exceeds the pixel data in the object".into());
     if let Some(fragments) = pixel.value().fragments() {
         // each frame takes at least one fragment
         if declared as usize > fragments.len() {
@@ -307,7 +310,7 @@ pub fn extract_frames(
         let frames = select(sel, declared)?;
         if decode {
             let frame_len = native_frame_len(rows, cols, spp, bits.max(8))
-                .ok_or_else(|| FrameError::Unsupported("empty or oversized image".into()))?;
+                .ok_or_else(|| FrameError::Malformed("empty or oversized image".into()))?;
             if frame_len
                 .checked_mul(frames.len() as u64)
                 .is_none_or(|t| t > limits.max_answer)
@@ -341,7 +344,7 @@ pub fn extract_frames(
         )));
     }
     let frame_len = native_frame_len(rows, cols, spp, bits)
-        .ok_or_else(|| FrameError::Unsupported("empty or oversized image".into()))?;
+        .ok_or_else(|| FrameError::Malformed("empty or oversized image".into()))?;
     // the declared frames must be in the pixel data actually stored
     let data_len = pixel
         .value()
