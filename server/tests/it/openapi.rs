@@ -6,8 +6,8 @@
 //! live server with something else than the router's fallback.
 
 use crate::helpers::{spawn_app, Backend};
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -43,154 +43,15 @@ fn documented() -> BTreeSet<(String, String)> {
     out
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
-
-/// Source without line comments and without whitespace.
-fn squeezed(text: &str) -> String {
-    text.lines()
-        .map(|l| match l.trim_start().starts_with("//") {
-            true => "",
-            false => l,
-        })
-        .collect::<String>()
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect()
-}
-
-/// `NAME` → value of every `const NAME: &str = "…";` in `text` (squeezed).
-fn consts(text: &str, into: &mut BTreeMap<String, String>) {
-    let mut rest = text;
-    while let Some(i) = rest.find("const") {
-        rest = &rest[i + 5..];
-        let Some((name, tail)) = rest.split_once(":&str=\"") else {
-            continue;
-        };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            continue;
-        }
-        if let Some((value, _)) = tail.split_once('"') {
-            into.insert(name.to_owned(), value.to_owned());
-        }
-    }
-}
-
-/// The path an argument of `route(` / `resource(` names.
-fn path_of(arg: &str, local: &BTreeMap<String, String>) -> Option<String> {
-    let arg = arg.trim_start_matches('&');
-    if let Some(lit) = arg.strip_prefix('"') {
-        return Some(lit.trim_end_matches('"').to_owned());
-    }
-    if let Some(f) = arg.strip_prefix("format!(\"") {
-        let f = f.trim_end_matches(')').trim_end_matches('"');
-        let mut out = String::new();
-        let mut rest = f;
-        while !rest.is_empty() {
-            if let Some(r) = rest.strip_prefix("{{") {
-                out.push('{');
-                rest = r;
-            } else if let Some(r) = rest.strip_prefix("}}") {
-                out.push('}');
-                rest = r;
-            } else if let Some(r) = rest.strip_prefix('{') {
-                let (name, r) = r.split_once('}')?;
-                out.push_str(local.get(name)?);
-                rest = r;
-            } else {
-                let c = rest.chars().next()?;
-                out.push(c);
-                rest = &rest[c.len_utf8()..];
-            }
-        }
-        return Some(out);
-    }
-    let name = arg.rsplit("::").next()?;
-    local.get(name).cloned()
-}
-
-/// The argument of a call whose `(` was just consumed: up to the `,` or
-/// `)` at depth 0.
-fn first_arg(s: &str) -> &str {
-    let (mut depth, mut quoted) = (0i32, false);
-    for (i, c) in s.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            '(' if !quoted => depth += 1,
-            ')' if !quoted && depth == 0 => return &s[..i],
-            ')' if !quoted => depth -= 1,
-            ',' if !quoted && depth == 0 => return &s[..i],
-            _ => {}
-        }
-    }
-    s
-}
-
-/// (METHOD, path) registered in `server/src/routes/**`.
+/// (METHOD, path) of every route in the route table
+/// (`access::routes::ROUTES`, which registers the handlers and which the
+/// access matrix walks).
 fn registered() -> BTreeSet<(String, String)> {
-    let mut global = BTreeMap::new();
-    let mut files = Vec::new();
-    rust_files(&root().join("src/access"), &mut files);
-    for f in &files {
-        consts(&squeezed(&std::fs::read_to_string(f).unwrap()), &mut global);
-    }
-    global.insert("INGEST_PATH".into(), mado_core::wire::INGEST_PATH.into());
-    let mut files = Vec::new();
-    rust_files(&root().join("src/routes"), &mut files);
-    let mut out = BTreeSet::new();
-    for f in &files {
-        let s = squeezed(&std::fs::read_to_string(f).unwrap());
-        let Some(cfg) = s.split_once("pubfnconfigure(cfg:&mutweb::ServiceConfig){") else {
-            continue;
-        };
-        let mut local = global.clone();
-        consts(&s, &mut local);
-        let body = cfg.1;
-        let mut resource: Option<String> = None;
-        let mut i = 0;
-        while i < body.len() {
-            let rest = &body[i..];
-            if let Some(r) = rest.strip_prefix("web::resource(") {
-                resource = path_of(first_arg(r), &local);
-                assert!(
-                    resource.is_some(),
-                    "{}: resource {}",
-                    f.display(),
-                    first_arg(r)
-                );
-                i += "web::resource(".len();
-            } else if let Some(r) = rest.strip_prefix(".route(") {
-                let arg = first_arg(r);
-                let (path, call) = if arg.starts_with("web::") {
-                    (resource.clone(), arg)
-                } else {
-                    let after = &r[arg.len() + 1..];
-                    (path_of(arg, &local), first_arg(after))
-                };
-                let path = path.unwrap_or_else(|| panic!("{}: route {arg}", f.display()));
-                let method = call
-                    .strip_prefix("web::")
-                    .and_then(|m| m.split_once('('))
-                    .map(|(m, _)| m.to_uppercase())
-                    .unwrap_or_else(|| panic!("{}: method of {path}: {call}", f.display()));
-                // `{tail:.*}` (a regex segment) is `{tail}` in OpenAPI
-                let path = path.replace(":.*}", "}");
-                out.insert((method, path));
-                i += ".route(".len();
-            } else {
-                i += rest.chars().next().map_or(1, char::len_utf8);
-            }
-        }
-    }
-    out
+    server::access::routes::ROUTES
+        .iter()
+        // `{tail:.*}` (a regex segment) is `{tail}` in OpenAPI
+        .map(|r| (r.method.to_owned(), r.path.replace(":.*}", "}")))
+        .collect()
 }
 
 #[test]
