@@ -43,6 +43,11 @@ kind = "local"
 path = "$WORK/objects"
 [ingest]
 gateway_tokens = ["$TOKEN"]
+[audit]
+key = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+head_file = "$WORK/audit-head.log"
+[security]
+secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 TOML
 
 srv() { (cd "$WORK" && env -u RUST_LOG "$BIN" --config "$WORK/server.toml" "$@"); }
