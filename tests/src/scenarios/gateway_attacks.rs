@@ -22,7 +22,7 @@ use crate::dcmtk::storescu_ok;
 use crate::process::{run_with_timeout, scrub_env};
 use crate::samples::SampleOptions;
 use crate::storage::Storage;
-use crate::util::{scaled, wait_for, which};
+use crate::util::{scaled, wait_for};
 use anyhow::{anyhow, bail, ensure, Result};
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, Tag, VR};

@@ -311,7 +311,7 @@ async fn store_inner(
         {
             if matches!(e, ingest::IngestError::NotOwner) {
                 ingest::audit(
-                    &state,
+                    state,
                     &req,
                     &uploader,
                     STOW_ACTION,
@@ -355,7 +355,7 @@ async fn store_inner(
             transfer_syntax_uid: p.ts.clone(),
             metadata: std::mem::take(&mut p.metadata),
         };
-        match ingest::register_audited(&state, &req, &uploader, STOW_ACTION, &reg).await {
+        match ingest::register_audited(state, &req, &uploader, STOW_ACTION, &reg).await {
             Ok(_) => stored.push(p),
             Err(e) => {
                 tracing::info!(error = %e, "STOW: registration refused");
